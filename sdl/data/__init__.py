@@ -1,0 +1,1 @@
+"""Datasets: manifests, images, the embedded default set, splits and torch datasets."""

@@ -1,0 +1,123 @@
+"""Torch datasets over a manifest, with per-sample deterministic augmentation.
+
+Augmentations draw from a generator seeded by (seed, epoch, index), so a run gives the same
+batches whatever the number of loader workers, and a resumed run continues exactly.
+Training augmentation follows the paper's setup (section 4.1): cutout [12] with p = 0.5
+(a random-colour square of half the image side, as the released code's ``CutoutPIL``),
+horizontal flips, and optionally RandAugment (the released code's "standard ImageNet
+augmentations").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sdl.data.images import load_rgb
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation switches."""
+
+    hflip: bool = True
+    cutout_p: float = 0.5
+    cutout_factor: float = 0.5
+    randaugment: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cutout_p <= 1.0:
+            raise ValueError(f"cutout_p must be in [0, 1], got {self.cutout_p}")
+        if not 0.0 < self.cutout_factor <= 1.0:
+            raise ValueError(f"cutout_factor must be in (0, 1], got {self.cutout_factor}")
+
+
+def cutout(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
+    """Paint a random-colour rectangle of ``factor`` x the image size, centred at a random point."""
+    width, height = image.size
+    cut_w, cut_h = int(factor * width + 0.5), int(factor * height + 0.5)
+    cx, cy = int(rng.integers(width)), int(rng.integers(height))
+    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
+    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+    pixels = np.array(image)
+    pixels[y1:y2, x1:x2] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """HWC uint8 RGB -> normalised CHW float32."""
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+class TaggedImageDataset(Dataset):
+    """Images with multi-hot targets over a tag list (targets may be None for inference)."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        targets: np.ndarray | None,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if targets is not None and len(targets) != len(paths):
+            raise ValueError(f"{len(paths)} images but {len(targets)} target rows")
+        self.paths = list(paths)
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.float32)
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        """The decoded, resized (un-augmented) image."""
+        image = load_rgb(self.paths[index])
+        if image.size != (self.image_size, self.image_size):
+            # Square resize as the released code (transforms.Resize((s, s))).
+            image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
+        return image
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.load(index)
+        if self.augment is not None:
+            image = self._augment(image, np.random.default_rng([self.seed, self.epoch, index]))
+        tensor = to_tensor(image, self.mean, self.std)
+        target = self.targets[index] if self.targets is not None else torch.empty(0)
+        return tensor, target
+
+    def _augment(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        config = self.augment
+        assert config is not None
+        if config.hflip and rng.random() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        if config.cutout_p > 0 and rng.random() < config.cutout_p:
+            image = cutout(image, config.cutout_factor, rng)
+        if config.randaugment:
+            from sdl._torchvision_compat import ensure_torchvision_importable
+
+            ensure_torchvision_importable()
+            from torchvision.transforms import RandAugment
+
+            # RandAugment draws from torch's global generator: seed a forked copy per sample.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(rng.integers(2**62)))
+                image = RandAugment()(image)
+        return image

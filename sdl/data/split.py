@@ -1,0 +1,161 @@
+"""The seen/unseen tag split and the train/val/test image split (paper section 3.1).
+
+Seen tags S are the only ones the loss sees in training; unseen tags U are only scored at
+test time (ZSL over U, GZSL over C = S ∪ U). Both splits are computed once, by the ``split``
+stage, and written to files that every later stage reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from sdl.io import read_json, write_json, write_parquet
+
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TagSplit:
+    """Seen and unseen tags, disjoint, each in a fixed order."""
+
+    seen: list[str]
+    unseen: list[str]
+
+    def __post_init__(self) -> None:
+        overlap = sorted(set(self.seen) & set(self.unseen))
+        if overlap:
+            raise ValueError(f"tags both seen and unseen: {overlap}")
+        for name, tags in (("seen", self.seen), ("unseen", self.unseen)):
+            if not tags:
+                raise ValueError(f"the {name} tag set is empty")
+            duplicates = sorted({t for t in tags if tags.count(t) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate {name} tags: {duplicates}")
+
+    @property
+    def all_tags(self) -> list[str]:
+        """GZSL vocabulary: seen tags first, then unseen."""
+        return [*self.seen, *self.unseen]
+
+
+@dataclass(frozen=True)
+class TagSplitSpec:
+    """How to split tags: ``listed`` (unseen given), ``predefined`` (roles from the dataset)
+    or ``random`` (``num_unseen`` drawn with ``seed``)."""
+
+    method: str = "listed"
+    unseen: list[str] = field(default_factory=list)
+    num_unseen: int = 0
+    seed: int = 0
+
+
+def split_tags(vocabulary: Sequence[str], spec: TagSplitSpec, roles: dict[str, str] | None = None) -> TagSplit:
+    """Split ``vocabulary`` into seen and unseen tags according to ``spec``."""
+    vocab = list(vocabulary)
+    if spec.method == "listed":
+        unknown = sorted(set(spec.unseen) - set(vocab))
+        if unknown:
+            raise ValueError(f"unseen tags not in the vocabulary: {unknown}")
+        unseen = [t for t in vocab if t in set(spec.unseen)]
+    elif spec.method == "predefined":
+        if not roles:
+            raise ValueError("split method 'predefined' needs tag roles from the dataset")
+        bad = sorted({r for r in roles.values()} - {"seen", "unseen"})
+        if bad:
+            raise ValueError(f"tag roles must be 'seen' or 'unseen', got {bad}")
+        seen = [t for t in vocab if roles.get(t) == "seen"]
+        unseen = [t for t in vocab if roles.get(t) == "unseen"]
+        return TagSplit(seen=seen, unseen=unseen)
+    elif spec.method == "random":
+        if not 0 < spec.num_unseen < len(vocab):
+            raise ValueError(f"num_unseen must be in 1..{len(vocab) - 1}, got {spec.num_unseen}")
+        rng = np.random.default_rng(spec.seed)
+        chosen = set(rng.choice(vocab, size=spec.num_unseen, replace=False).tolist())
+        unseen = [t for t in vocab if t in chosen]
+    else:
+        raise ValueError(f"unknown tag split method {spec.method!r}: listed, predefined or random")
+    return TagSplit(seen=[t for t in vocab if t not in set(unseen)], unseen=unseen)
+
+
+@dataclass(frozen=True)
+class ImageSplitSpec:
+    """Fractions of images for val and test (of the official train part where one exists)."""
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+    train_seen_only: bool = False  # drop training images that show an unseen tag (COCO protocol)
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1")
+
+
+def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -> pd.DataFrame:
+    """Assign each image to train/val/test; return (image_id, subset) in manifest order.
+
+    Where the manifest has an official split, its test images form the test set and val is
+    drawn from its train images; otherwise test and val are drawn at random. Images that
+    carry no tag of the vocabulary are left out (they cannot be trained or evaluated).
+    """
+    vocab = set(tags.all_tags)
+    unseen = set(tags.unseen)
+    rng = np.random.default_rng(spec.seed)
+    has_tag = manifest["tags"].map(lambda ts: any(t in vocab for t in ts)).to_numpy()
+    subset = np.full(len(manifest), "", dtype=object)
+    official = manifest.get("official_split")
+    if official is not None and official.notna().any():
+        is_test = (official == "test").to_numpy()
+        subset[is_test] = "test"
+        train_pool = np.flatnonzero((official == "train").to_numpy())
+        val_count = int(round(spec.val_fraction * len(train_pool)))
+        val_rows = rng.choice(train_pool, size=val_count, replace=False)
+        subset[train_pool] = "train"
+        subset[val_rows] = "val"
+    else:
+        order = rng.permutation(len(manifest))
+        test_count = int(round(spec.test_fraction * len(manifest)))
+        val_count = int(round(spec.val_fraction * len(manifest)))
+        subset[order[:test_count]] = "test"
+        subset[order[test_count : test_count + val_count]] = "val"
+        subset[order[test_count + val_count :]] = "train"
+    if spec.train_seen_only:
+        shows_unseen = manifest["tags"].map(lambda ts: any(t in unseen for t in ts)).to_numpy()
+        subset[(subset == "train") & shows_unseen] = ""
+    subset[~has_tag] = ""
+    result = pd.DataFrame({"image_id": manifest["image_id"].to_numpy(), "subset": subset})
+    result = result[result["subset"] != ""].reset_index(drop=True)
+    for name in SUBSETS:
+        if not (result["subset"] == name).any() and (name != "val" or spec.val_fraction > 0):
+            raise ValueError(f"the {name} split is empty: check the split fractions and the data")
+    return result
+
+
+TAGS_FILE = "tags.json"
+IMAGES_FILE = "images.parquet"
+
+
+def write_split(folder: str | Path, tags: TagSplit, images: pd.DataFrame) -> None:
+    """Write the tag split (JSON) and the image split (Parquet: image_id, subset)."""
+    folder = Path(folder)
+    counts = {name: int((images["subset"] == name).sum()) for name in SUBSETS}
+    write_json(folder / TAGS_FILE, {"seen": tags.seen, "unseen": tags.unseen, "images": counts})
+    write_parquet(folder / IMAGES_FILE, pa.Table.from_pandas(images[["image_id", "subset"]], preserve_index=False))
+
+
+def read_split(folder: str | Path) -> tuple[TagSplit, pd.DataFrame]:
+    """Read what :func:`write_split` wrote."""
+    folder = Path(folder)
+    tags = read_json(folder / TAGS_FILE)
+    images = pd.read_parquet(folder / IMAGES_FILE)
+    return TagSplit(seen=list(tags["seen"]), unseen=list(tags["unseen"])), images

@@ -1,0 +1,249 @@
+"""The SDL loss (paper, section 3.3, eq. 1-5) and the Fast0Tag rank loss (Table 3 baseline).
+
+Per image b with positive tags P (target == 1) and negatives N (every other tag: 0, or -1
+"unknown", as the released code treats them), scores s_c = max_m (A_b t_c)_m and:
+
+    u_pn = s_n - s_p                                                     (eq. 1)
+    L_rank = 1/w_n * sum_{p in P} sum_{n in N} log(1 + exp(u_pn))        (eq. 2)
+             w_n = |P|*|N| ("paper") or |P| (released code, "official")
+    w_d = 1 + sum_{i=1..d} var_i(P)   (unbiased, over the positive word vectors)  (eq. 3)
+    L_reg = sum_{i=1..d} var_i(A_b)   (unbiased, across the M rows of A_b)        (eq. 4)
+    L = 1/B sum_b [(1 - lambda) * w_d * L_rank + lambda * L_reg]         (eq. 5)
+
+The released code multiplies each image's term by 2; ``variant="official"`` does too. An image
+with no positive keeps only its lambda * L_reg term (the released code gives NaN there). An
+image with no negative keeps only lambda * L_reg in the paper form; the official form
+compares its positives to a zero score instead, sum_p softplus(-s_p) / |P|, as released.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdl.losses.pairwise import (
+    DEFAULT_MAX_PAIR_ELEMENTS,
+    pairwise_softplus_sum,
+    rows_per_chunk,
+)
+from sdl.losses.registry import register_loss
+from sdl.scoring import REDUCTIONS, Reduction, score_tags
+
+Variant = Literal["paper", "official"]
+VARIANTS: tuple[str, ...] = ("paper", "official")
+
+
+def _check_options(reg_lambda: float, variant: str, reduction: str, max_pair_elements: int | None) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+    # `not (0 <= x <= 1)` also rejects NaN.
+    if isinstance(reg_lambda, bool) or not isinstance(reg_lambda, numbers.Real) or not 0.0 <= reg_lambda <= 1.0:
+        raise ValueError(f"reg_lambda must be a number in [0, 1], got {reg_lambda!r}")
+    if max_pair_elements is not None and int(max_pair_elements) < 1:
+        raise ValueError(f"max_pair_elements must be >= 1, got {max_pair_elements}")
+
+
+def _check_inputs(matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> None:
+    if matrices.dim() != 3 or not matrices.is_floating_point():
+        raise ValueError(f"matrices must be a floating (B, M, d) tensor, got {matrices.dtype} {tuple(matrices.shape)}")
+    batch, _, dim = matrices.shape
+    if tag_vectors.dim() != 2 or tag_vectors.shape[1] != dim or not tag_vectors.is_floating_point():
+        raise ValueError(
+            f"tag_vectors must be a floating (C, {dim}) tensor to match matrices {tuple(matrices.shape)}, "
+            f"got {tag_vectors.dtype} {tuple(tag_vectors.shape)}"
+        )
+    if batch == 0 or tag_vectors.shape[0] == 0:
+        raise ValueError(f"need at least one image and one tag, got B = {batch}, C = {tag_vectors.shape[0]}")
+    expected = (batch, tag_vectors.shape[0])
+    if tuple(targets.shape) != expected:
+        raise ValueError(f"targets must be (B, C) = {expected}, got {tuple(targets.shape)}")
+    for name, tensor in (("tag_vectors", tag_vectors), ("targets", targets)):
+        if tensor.device != matrices.device:
+            raise ValueError(f"{name} is on {tensor.device} but matrices are on {matrices.device}")
+
+
+def semantic_diversity_weight(
+    tag_vectors: torch.Tensor, positives: torch.Tensor, *, max_elements: int | None = None
+) -> torch.Tensor:
+    """SDW ``w_d = 1 + sum_i var_i(P)`` per image (eq. 3), shape (B,); 1 with fewer than 2 positives.
+
+    Unbiased variance over each image's positive word vectors, per dimension. It is a per-image
+    weight, so it carries no gradient (the released code's word vectors are constants too).
+    """
+    budget = DEFAULT_MAX_PAIR_ELEMENTS if max_elements is None else int(max_elements)
+    with torch.no_grad():
+        vectors = tag_vectors.detach()
+        batch, dim = positives.shape[0], vectors.shape[1]
+        img_idx, tag_idx = positives.nonzero(as_tuple=True)
+        counts = positives.sum(dim=1).to(vectors.dtype)
+        step = rows_per_chunk(dim, budget)
+        # Two passes (mean, then squared deviations): sum(x^2) - n*mean^2 cancels badly in float32.
+        sums = vectors.new_zeros(batch, dim)
+        for start in range(0, img_idx.numel(), step):
+            rows = img_idx[start : start + step]
+            sums.index_add_(0, rows, vectors.index_select(0, tag_idx[start : start + step]))
+        means = sums / counts.clamp(min=1)[:, None]
+        sq_dev = vectors.new_zeros(batch)
+        for start in range(0, img_idx.numel(), step):
+            rows = img_idx[start : start + step]
+            dev = vectors.index_select(0, tag_idx[start : start + step]) - means.index_select(0, rows)
+            sq_dev.index_add_(0, rows, dev.square().sum(dim=1))
+        # One positive: its deviation is exactly 0, so the variance is 0 (not NaN as torch.var).
+        return 1.0 + sq_dev / (counts - 1).clamp(min=1)
+
+
+def row_variance_regularizer(matrices: torch.Tensor) -> torch.Tensor:
+    """``L_reg = sum_i var_i`` across the M rows of each matrix (eq. 4), shape (B,); 0 when M = 1."""
+    if matrices.shape[1] < 2:
+        # torch.var over a single row is NaN; a single row has no spread.
+        return matrices.new_zeros(matrices.shape[0])
+    return matrices.var(dim=1, correction=1).sum(dim=-1)
+
+
+def sdl_loss(
+    matrices: torch.Tensor,
+    tag_vectors: torch.Tensor,
+    targets: torch.Tensor,
+    reg_lambda: float = 0.3,
+    variant: Variant = "paper",
+    *,
+    use_sdw: bool = True,
+    reduction: Reduction = "max",
+    max_pair_elements: int | None = None,
+) -> torch.Tensor:
+    """SDL loss (eq. 5), a scalar: mean over the batch of ``(1-lambda) w_d L_rank + lambda L_reg``.
+
+    Args:
+        matrices: (B, M, d) per-image transformations A.
+        tag_vectors: (C, d) word vectors of the training tags.
+        targets: (B, C); 1 marks a positive, anything else (0, -1 "unknown") a negative.
+        reg_lambda: lambda of eq. 5, in [0, 1].
+        variant: "paper" normalises the rank term by |P||N| (eq. 2); "official" by |P| and
+            doubles each image's term, as the released code.
+        use_sdw: weight the rank term by the SDW of eq. 3 (False: w_d = 1).
+        reduction: tag score over the rows, "max" (eq. 1) or "l2" (the section 4.1 baseline).
+        max_pair_elements: element budget of one (positive, tag) pair block.
+
+    Low-precision inputs and autocast are computed in float32; float64 stays float64.
+    """
+    _check_options(reg_lambda, variant, reduction, max_pair_elements)
+    _check_inputs(matrices, tag_vectors, targets)
+    lam = float(reg_lambda)
+    num_tags = tag_vectors.shape[0]
+    # The loss sums thousands of pair terms: half precision would swamp them, so opt out of autocast.
+    with torch.autocast(device_type=matrices.device.type, enabled=False):
+        dtype = torch.float64 if matrices.dtype == torch.float64 else torch.float32
+        mats = matrices.to(dtype)
+        vectors = tag_vectors.to(dtype)
+        positives = targets == 1
+        scores = score_tags(mats, vectors, reduction)  # s_c = max_m (A t_c)_m, eq. 1
+        rank_sums = pairwise_softplus_sum(scores, positives, max_pair_elements=max_pair_elements)
+        num_pos = positives.sum(dim=1).to(dtype)
+        num_neg = num_tags - num_pos
+        if variant == "paper":
+            # eq. 2, w_n = |P||N|; no pair (|P| = 0 or |N| = 0) means a zero sum: 0 / 1.
+            rank = rank_sums / (num_pos * num_neg).clamp(min=1)
+        else:
+            # Released code: with no negative, v = -s_p, i.e. each positive against a 0 score.
+            lone = positives & (num_neg == 0)[:, None]
+            vs_zero = torch.where(lone, F.softplus(-scores), torch.zeros_like(scores)).sum(dim=1)
+            rank = (rank_sums + vs_zero) / num_pos.clamp(min=1)
+        if use_sdw:
+            rank = semantic_diversity_weight(vectors, positives, max_elements=max_pair_elements) * rank
+        per_image = (1.0 - lam) * rank  # eq. 5
+        if lam > 0.0:
+            per_image = per_image + lam * row_variance_regularizer(mats)  # eq. 4-5
+        if variant == "official":
+            per_image = 2.0 * per_image
+        return per_image.mean()
+
+
+def fast0tag_loss(
+    matrices: torch.Tensor,
+    tag_vectors: torch.Tensor,
+    targets: torch.Tensor,
+    use_sdw: bool = False,
+    *,
+    max_pair_elements: int | None = None,
+) -> torch.Tensor:
+    """Fast0Tag rank loss (Zhang et al., CVPR 2016), the M = 1 baseline of Table 3.
+
+    The pairwise rank loss of eq. 1-2 normalised by |P||N|, no regulariser; ``use_sdw`` adds the
+    SDW of eq. 3 (Table 3, column b). ``matrices`` must have a single row (M = 1).
+    """
+    if matrices.dim() == 3 and matrices.shape[1] != 1:
+        raise ValueError(f"fast0tag_loss needs one row per image (M = 1), got M = {matrices.shape[1]}")
+    return sdl_loss(
+        matrices,
+        tag_vectors,
+        targets,
+        reg_lambda=0.0,
+        variant="paper",
+        use_sdw=use_sdw,
+        reduction="max",
+        max_pair_elements=max_pair_elements,
+    )
+
+
+@register_loss("sdl")
+class SDLLoss(nn.Module):
+    """``nn.Module`` form of :func:`sdl_loss`: ``forward(matrices, tag_vectors, targets)``."""
+
+    def __init__(
+        self,
+        reg_lambda: float = 0.3,
+        variant: Variant = "paper",
+        use_sdw: bool = True,
+        reduction: Reduction = "max",
+        max_pair_elements: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_options(reg_lambda, variant, reduction, max_pair_elements)
+        self.reg_lambda = float(reg_lambda)
+        self.variant: Variant = variant
+        self.use_sdw = bool(use_sdw)
+        self.reduction: Reduction = reduction
+        self.max_pair_elements = max_pair_elements
+
+    def forward(self, matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sdl_loss(
+            matrices,
+            tag_vectors,
+            targets,
+            self.reg_lambda,
+            self.variant,
+            use_sdw=self.use_sdw,
+            reduction=self.reduction,
+            max_pair_elements=self.max_pair_elements,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"reg_lambda={self.reg_lambda}, variant={self.variant!r}, use_sdw={self.use_sdw}, "
+            f"reduction={self.reduction!r}"
+        )
+
+
+@register_loss("fast0tag")
+class Fast0TagLoss(nn.Module):
+    """``nn.Module`` form of :func:`fast0tag_loss` (needs M = 1)."""
+
+    def __init__(self, use_sdw: bool = False, max_pair_elements: int | None = None) -> None:
+        super().__init__()
+        _check_options(0.0, "paper", "max", max_pair_elements)
+        self.use_sdw = bool(use_sdw)
+        self.max_pair_elements = max_pair_elements
+
+    def forward(self, matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return fast0tag_loss(
+            matrices, tag_vectors, targets, self.use_sdw, max_pair_elements=self.max_pair_elements
+        )
+
+    def extra_repr(self) -> str:
+        return f"use_sdw={self.use_sdw}"

@@ -1,0 +1,126 @@
+"""The SDL network (paper section 3.2) and its on-disk format (safetensors + JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sdl._torchvision_compat import ensure_torchvision_importable
+from sdl.io import atomic_write_text
+from sdl.models.pretrained import load_pretrained_backbone
+from sdl.scoring import Reduction, score_tags
+
+ensure_torchvision_importable()
+import timm  # noqa: E402  (needs the torchvision shim above on CPU-only installs)
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What it takes to rebuild an SDL model: backbone, M, d and the input pipeline it expects."""
+
+    backbone: str
+    num_rows: int
+    wordvec_dim: int
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    reduction: Reduction = "max"
+
+    def __post_init__(self) -> None:
+        if self.num_rows < 1:
+            raise ValueError(f"num_rows (M) must be >= 1, got {self.num_rows}")
+        if self.wordvec_dim < 1:
+            raise ValueError(f"wordvec_dim must be >= 1, got {self.wordvec_dim}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+
+
+class SDLModel(nn.Module):
+    """Backbone -> global pooled features -> ``Linear(F, M*d, bias=False)`` -> A of shape (B, M, d)."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.embedding = nn.Linear(
+            backbone.num_features, config.num_rows * config.wordvec_dim, bias=False
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(images)
+        flat = self.embedding(features)
+        # The released code views the output as (B, d, M) (``x.view(B, 300, -1)``); we keep
+        # that memory layout so its checkpoints' embedding weights load as they are.
+        return flat.view(-1, self.config.wordvec_dim, self.config.num_rows).transpose(1, 2)
+
+    def score(self, images: torch.Tensor, tag_vectors: torch.Tensor) -> torch.Tensor:
+        """Scores (B, C) of any tag vectors (seen, unseen or new) for a batch of images."""
+        return score_tags(self(images), tag_vectors, self.config.reduction)
+
+
+def create_model(
+    backbone: str,
+    num_rows: int,
+    wordvec_dim: int,
+    pretrained: bool | str = False,
+    *,
+    image_size: int | None = None,
+    reduction: Reduction = "max",
+) -> SDLModel:
+    """Build an SDL model on any timm backbone.
+
+    ``pretrained``: False (random init), True (ImageNet weights: from a locally installed
+    package where one ships them, else timm's download), or a path to a backbone state dict
+    (safetensors or a torch file, loaded with ``weights_only=True``).
+    """
+    if backbone not in timm.list_models():
+        raise ValueError(f"unknown timm backbone {backbone!r}")
+    network = timm.create_model(backbone, pretrained=False, num_classes=0)
+    if pretrained:
+        load_pretrained_backbone(network, backbone, pretrained)
+    data_config = timm.data.resolve_data_config({}, model=network)
+    config = ModelConfig(
+        backbone=backbone,
+        num_rows=num_rows,
+        wordvec_dim=wordvec_dim,
+        image_size=image_size or int(data_config["input_size"][-1]),
+        mean=tuple(float(v) for v in data_config["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in data_config["std"]),  # type: ignore[arg-type]
+        reduction=reduction,
+    )
+    return SDLModel(config, network)
+
+
+def save_model(model: SDLModel, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights (safetensors) and config (JSON) to ``folder``, atomically; return the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    partial = folder / f".{WEIGHTS_FILE}.partial"
+    save_file(tensors, str(partial))
+    os.replace(partial, folder / WEIGHTS_FILE)  # atomic: never a half-written weights file
+    payload = {"model": dataclasses.asdict(model.config), **(extra or {})}
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> SDLModel:
+    """Rebuild a model saved by :func:`save_model` (no pickle is read)."""
+    folder = Path(folder)
+    payload = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    raw = payload["model"]
+    config = ModelConfig(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
+    network = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+    model = SDLModel(config, network)
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(map_location)))
+    return model.eval()

@@ -1,0 +1,154 @@
+"""The MLflow adapter: the one module of ``sdl`` that talks to MLflow.
+
+Default store: ``sqlite:///mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``
+(relative to the working directory, the repository root for the stages). The environment
+variable ``MLFLOW_TRACKING_URI`` (a tracking server URL, say) overrides it. One experiment
+per dataset, named ``sdl-<dataset>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from sdl.io import write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = "sqlite:///mlflow/mlflow.db"
+DEFAULT_ARTIFACTS = "mlflow/artifacts"
+RUN_FILE = "run.json"
+_MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the local sqlite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE
+
+
+def _mlflow():  # type: ignore[no-untyped-def]
+    import mlflow
+
+    uri = tracking_uri()
+    if uri == DEFAULT_STORE:
+        Path("mlflow").mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow
+
+
+def experiment_name(dataset: str) -> str:
+    """The experiment of a dataset."""
+    return f"sdl-{dataset}"
+
+
+def ensure_experiment(dataset: str) -> str:
+    """Get or create the dataset's experiment; return its id."""
+    mlflow = _mlflow()
+    name = experiment_name(dataset)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri() == DEFAULT_STORE:
+        location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return f"{commit}-dirty" if dirty else commit
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def start_run(dataset: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """Create a run in the dataset's experiment, log its tags and (flattened) params; return its id."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    run = client.create_run(ensure_experiment(dataset), run_name=run_name, tags=dict(tags))
+    flat = {k: str(v)[:_MAX_PARAM_LENGTH] for k, v in flatten(params).items()}
+    items = list(flat.items())
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
+    return run.info.run_id
+
+
+def metric_name(key: str) -> str:
+    """MLflow's name for a metric key: ``zsl.f1@3`` -> ``zsl.f1_at_3`` (MLflow rejects '@')."""
+    return key.replace("@", "_at_")
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
+    """Log (flattened, numeric) metrics to a run."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    entries = [
+        mlflow.entities.Metric(metric_name(k), float(v), now, step or 0)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    for start in range(0, len(entries), 1000):
+        client.log_batch(run_id, metrics=entries[start : start + 1000])
+
+
+def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+    """Copy a file into a run's artifacts."""
+    _mlflow().MlflowClient().log_artifact(run_id, str(path), artifact_path)
+
+
+def set_run_status(run_id: str, status: str = "FINISHED") -> None:
+    """Mark a run finished (or FAILED)."""
+    _mlflow().MlflowClient().set_terminated(run_id, status=status)
+
+
+def record_metrics(path: str | Path, metrics: Mapping[str, Any], run_id: str | None, step: int | None = None) -> None:
+    """The one place metrics are written: the JSON file DVC tracks, and the MLflow run."""
+    write_json(path, metrics)
+    if run_id:
+        log_metrics(run_id, metrics, step)
+
+
+def write_run_file(folder: str | Path, run_id: str, dataset: str) -> None:
+    """Remember which MLflow run produced a model folder."""
+    write_json(Path(folder) / RUN_FILE, {"run_id": run_id, "dataset": dataset, "tracking_uri": tracking_uri()})
+
+
+def read_run_id(folder: str | Path) -> str:
+    """The MLflow run id of a model folder written by the train stage."""
+    with open(Path(folder) / RUN_FILE, encoding="utf-8") as handle:
+        return str(json.load(handle)["run_id"])
+
+
+def iter_registered_versions(name: str) -> Iterator[Any]:
+    """Versions of a registered model, newest first."""
+    client = _mlflow().MlflowClient()
+    versions = client.search_model_versions(f"name = '{name}'")
+    yield from sorted(versions, key=lambda v: int(v.version), reverse=True)

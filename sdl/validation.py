@@ -1,0 +1,214 @@
+"""Data validation with Great Expectations 1.x: suites on the manifest and the vocabulary.
+
+Three suites run on pandas frames derived from the manifest and the tag table:
+``manifest`` (ids unique and present, files present, tags per image within bounds),
+``labels`` (every tag of every image is in the vocabulary), ``vocabulary`` (tags unique,
+non-empty, roles known, images per tag and prevalence within bounds) and ``images`` (a
+sample, or all, of the image files decode). The result is a JSON report and a Markdown
+report a person can read; the caller decides what a failure stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdl.data.images import ImageDecodeError, load_rgb
+from sdl.data.manifest import resolve_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationBounds:
+    """Bounds checked by the suites (from params ``validate.<dataset>``)."""
+
+    min_tags_per_image: int = 1
+    max_tags_per_image: int = 1000
+    min_images_per_tag: int = 1
+    max_tag_prevalence: float = 1.0
+    decode_sample: int = 0  # 0: decode every image; N: a seeded random sample of N
+    expected_seen: int | None = None  # split sizes the split stage must reproduce
+    expected_unseen: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of every expectation, as JSON-ready rows, plus the overall verdict."""
+
+    success: bool
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "summary": self.summary, "expectations": self.rows}
+
+    def to_markdown(self, title: str) -> str:
+        """A readable report: verdict, counts, and each expectation with what was unexpected."""
+        verdict = "PASSED" if self.success else "FAILED"
+        lines = [f"# Validation of {title}: {verdict}", ""]
+        lines += [f"- {key}: {value}" for key, value in self.summary.items()]
+        lines += ["", "| suite | expectation | column | ok | unexpected | examples |", "|---|---|---|---|---|---|"]
+        for row in self.rows:
+            examples = ", ".join(map(str, row["examples"][:5])).replace("|", "\\|")
+            lines.append(
+                f"| {row['suite']} | {row['expectation']} | {row.get('column') or ''} | "
+                f"{'yes' if row['success'] else '**NO**'} | {row['unexpected_count']} | {examples} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _decodable(paths: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        try:
+            load_rgb(path)
+            rows.append({"path": str(path), "decodable": True, "error": ""})
+        except ImageDecodeError as error:
+            rows.append({"path": str(path), "decodable": False, "error": str(error)})
+    return rows
+
+
+def build_frames(
+    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidationBounds
+) -> dict[str, pd.DataFrame]:
+    """The frames the suites run on, derived from the manifest and tag table."""
+    paths = resolve_paths(manifest_path, manifest["path"])
+    images = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "num_tags": manifest["tags"].map(len).astype(int),
+            "file_exists": [p.is_file() for p in paths],
+        }
+    )
+    labels = pd.DataFrame(
+        [{"image_id": i, "tag": t} for i, ts in zip(manifest["image_id"], manifest["tags"], strict=True) for t in ts],
+        columns=["image_id", "tag"],
+    )
+    counts = Counter(labels["tag"])
+    vocabulary = tags.assign(
+        images=[counts.get(t, 0) for t in tags["tag"]],
+        prevalence=[counts.get(t, 0) / max(len(manifest), 1) for t in tags["tag"]],
+        tag_key=[str(t).strip().lower() for t in tags["tag"]],
+    )
+    existing = [p for p, ok in zip(paths, images["file_exists"], strict=True) if ok]
+    if bounds.decode_sample and len(existing) > bounds.decode_sample:
+        rng = np.random.default_rng(bounds.seed)
+        existing = [existing[i] for i in sorted(rng.choice(len(existing), bounds.decode_sample, replace=False))]
+    decoded = pd.DataFrame(_decodable(existing), columns=["path", "decodable", "error"])
+    return {"manifest": images, "labels": labels, "vocabulary": vocabulary, "images": decoded}
+
+
+def _suites(vocab: list[str], bounds: ValidationBounds) -> dict[str, list[Any]]:
+    import great_expectations as gx
+
+    e = gx.expectations
+    return {
+        "manifest": [
+            e.ExpectColumnValuesToNotBeNull(column="image_id"),
+            e.ExpectColumnValuesToBeUnique(column="image_id"),
+            e.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
+            e.ExpectColumnValuesToBeBetween(
+                column="num_tags", min_value=bounds.min_tags_per_image, max_value=bounds.max_tags_per_image
+            ),
+            e.ExpectTableRowCountToBeBetween(min_value=1),
+        ],
+        "labels": [e.ExpectColumnValuesToBeInSet(column="tag", value_set=vocab)],
+        "vocabulary": [
+            e.ExpectColumnValuesToNotBeNull(column="tag"),
+            e.ExpectColumnValuesToBeUnique(column="tag"),
+            # tags differing only by case or surrounding spaces are the same word vector
+            e.ExpectColumnValuesToBeUnique(column="tag_key"),
+            e.ExpectColumnValueLengthsToBeBetween(column="tag_key", min_value=1),
+            e.ExpectColumnValuesToBeInSet(column="role", value_set=["seen", "unseen", ""]),
+            e.ExpectColumnValuesToBeBetween(column="images", min_value=bounds.min_images_per_tag),
+            e.ExpectColumnValuesToBeBetween(column="prevalence", max_value=bounds.max_tag_prevalence),
+            e.ExpectTableRowCountToBeBetween(min_value=2),
+        ],
+        "images": [e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])],
+    }
+
+
+def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Run each suite on its frame in an ephemeral GX context; one row per expectation."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("sdl")
+    rows: list[dict[str, Any]] = []
+    for name, expectations in suites.items():
+        frame = frames[name]
+        if frame.empty and name == "images":
+            continue  # nothing to decode: the manifest suite already reports missing files
+        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add(gx.ExpectationSuite(name=name))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        for item in result.results:
+            config = item.expectation_config
+            detail = item.result or {}
+            examples = list(detail.get("partial_unexpected_list") or [])
+            if name == "labels" and examples:
+                examples = sorted(set(examples))
+            if name == "images" and not item.success:
+                examples = frame.loc[~frame["decodable"], "error"].tolist()
+            if name == "manifest" and config.kwargs.get("column") == "file_exists" and not item.success:
+                examples = frame.loc[~frame["file_exists"], "image_id"].tolist()
+            if name == "vocabulary" and config.kwargs.get("column") in ("images", "prevalence") and not item.success:
+                column = config.kwargs["column"]
+                low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+                bad = frame[(frame[column] < (low if low is not None else -np.inf)) | (frame[column] > (high if high is not None else np.inf))]
+                examples = [f"{t} ({v:g})" for t, v in zip(bad["tag"], bad[column], strict=True)]
+            rows.append(
+                {
+                    "suite": name,
+                    "expectation": config.type,
+                    "column": config.kwargs.get("column"),
+                    "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id", "value_set")},
+                    "success": bool(item.success),
+                    "unexpected_count": int(detail.get("unexpected_count") or (0 if item.success else 1)),
+                    "observed_value": _plain(detail.get("observed_value")),
+                    "examples": [_plain(x) for x in examples[:20]],
+                }
+            )
+    return rows
+
+
+def validate_dataset(
+    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidationBounds
+) -> ValidationReport:
+    """Run all suites on a dataset; the report says what failed and shows examples."""
+    frames = build_frames(manifest, manifest_path, tags, bounds)
+    vocab = tags["tag"].tolist()
+    rows = run_suites(frames, _suites(vocab, bounds))
+    summary = {
+        "images": len(manifest),
+        "tags": len(tags),
+        "labels": len(frames["labels"]),
+        "missing_files": int((~frames["manifest"]["file_exists"]).sum()),
+        "decoded": len(frames["images"]),
+        "undecodable": int((~frames["images"]["decodable"].astype(bool)).sum()),
+        "failed_expectations": sum(not r["success"] for r in rows),
+    }
+    return ValidationReport(success=all(r["success"] for r in rows), rows=rows, summary=summary)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,46 @@
+"""What every stage does first: parse its paths, set up logging, load and check params."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sdl.config import DatasetParams, check_params, load_params
+
+
+def parse_args(doc: str | None, paths: Sequence[str], argv: Sequence[str] | None) -> argparse.Namespace:
+    """``--dataset`` and ``--params`` plus one required ``--<path>`` option per declared dep/out."""
+    parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
+    parser.add_argument("--dataset", required=True, help="dataset name, a section of params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for name in paths:
+        parser.add_argument(f"--{name}", required=True)
+    return parser.parse_args(argv)
+
+
+def interactive() -> bool:
+    """Progress bars only on a terminal; under CI or a log file the stages log lines instead."""
+    return sys.stderr.isatty()
+
+
+def setup_logging() -> None:
+    """Readable log lines on stderr: time, logger, message."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    for noisy in ("alembic", "urllib3", "botocore", "great_expectations", "matplotlib", "PIL", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_dataset(params_path: str, dataset: str) -> DatasetParams:
+    """Check every dataset's params (before any work starts), then return ``dataset``'s."""
+    params = load_params(params_path)
+    checked = {p.name: p for p in check_params(params)}
+    if dataset not in checked:
+        from sdl.config import dataset_params
+
+        return dataset_params(params, dataset)
+    return checked[dataset]
