@@ -6,9 +6,11 @@ Times forward + backward at Open Images size (B=96, C=7,186, M=7, d=300, 1-30 po
 image) and NUS-WIDE size (B=192, C=925, 1-15 positives). The loop reproduces the released
 computation (official variant): scores by max over rows, a Python loop over images,
 softplus of (negative - positive) pairs / |P|, SDW, row-variance regulariser, x2. Both sides
-get the scores from the same matmul, so the ratio measures the loss itself;
-``--release-scores`` also times the released code's broadcast-multiply scoring. Every image
-has at least one positive (the released code gives NaN otherwise). Prints a Markdown table.
+score with ``sdl.scoring.score_tags`` (one matmul); "scoring alone" times that shared part, and
+"loss-only speed-up" is (loop - scoring) / (ours - scoring). ``--release-scores`` also times
+the loop with the released code's broadcast-multiply scoring. Every image has at least one
+positive (the released code gives NaN otherwise). Peak memory on CPU is the RSS high-water
+growth of one forward + backward in a fresh process. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ def _released_loop(
     return torch.stack(per_image).mean()
 
 
+def scoring_only(matrices: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The part both sides share: scores by max over rows, forward + backward."""
+    return score_tags(matrices, vectors, "max").sum()
+
+
 def ours(budget: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     def run(matrices: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return sdl_loss(matrices, vectors, targets, REG_LAMBDA, "official", max_pair_elements=budget)
@@ -117,16 +124,20 @@ def step(fn: Callable, matrices: torch.Tensor, vectors: torch.Tensor, targets: t
     return loss.item(), leaf.grad  # .item() synchronises
 
 
-def time_fn(fn: Callable, inputs: tuple, repeats: int, device: torch.device) -> float:
-    step(fn, *inputs)  # warm-up
-    times = []
+def time_fns(fns: dict[str, Callable], inputs: tuple, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of forward + backward per function; rounds interleave the functions so a
+    change of load on a shared machine hits them alike."""
+    for fn in fns.values():
+        step(fn, *inputs)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        step(fn, *inputs)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            step(fn, *inputs)
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _rss_kib(field: str) -> int | None:
@@ -142,6 +153,7 @@ def _rss_kib(field: str) -> int | None:
 IMPLS: dict[str, Callable[[int], Callable]] = {
     "ours": ours,
     "loop": lambda budget: released_style_loss,
+    "scoring": lambda budget: scoring_only,
 }
 
 
@@ -184,17 +196,12 @@ def _memory_child(impl: str, case_name: str, budget: int) -> None:
     print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss_growth_(lower_bound)")
 
 
-def analytic_working_set_mib(case: Case, budget: int, itemsize: int = 4) -> float:
-    """Estimate of our loss's buffers: 2 pair blocks, ~8 (B, C) tensors, ~3 (B, M, C) projections."""
-    elems = 2 * budget + 8 * case.batch * case.tags + 3 * case.batch * case.rows * case.tags
-    return elems * itemsize / 2**20
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-pair-elements", type=int, default=DEFAULT_MAX_PAIR_ELEMENTS)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--release-scores", action="store_true", help="also time the released broadcast scoring")
     parser.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,6 +210,8 @@ def main() -> None:
         _memory_child(impl, case_name, int(budget))
         return
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")
     torch.manual_seed(0)
@@ -215,8 +224,9 @@ def main() -> None:
         f"cpus {os.cpu_count()}, repeats {args.repeats}, max_pair_elements {args.max_pair_elements}\n"
     )
     header = (
-        "| case | B | C | M | d | mean pos | loop (ms) | ours (ms) | speed-up | rel. value diff "
-        "| max grad diff | ours peak (MiB) | loop peak (MiB) | ours analytic (MiB) |"
+        "| case | B | C | M | d | mean pos | loop (ms) | ours (ms) | speed-up | scoring alone (ms) "
+        "| loss-only speed-up | rel. value diff | max grad diff | ours peak (MiB) | loop peak (MiB) "
+        "| scoring alone peak (MiB) |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -229,20 +239,29 @@ def main() -> None:
         our_value, our_grad = step(ours_fn, *inputs)
         rel_diff = abs(our_value - ref_value) / abs(ref_value)
         grad_diff = (our_grad - ref_grad).abs().max().item()
-        t_loop = time_fn(released_style_loss, inputs, args.repeats, device)
-        t_ours = time_fn(ours_fn, inputs, args.repeats, device)
+        fns = {"loop": released_style_loss, "ours": ours_fn, "scoring": scoring_only}
+        if args.release_scores:
+            fns["release"] = released_scores_loss
+        medians = time_fns(fns, inputs, args.repeats, device)
+        t_loop, t_ours, t_score = medians["loop"], medians["ours"], medians["scoring"]
+        loss_only = (t_loop - t_score) / max(t_ours - t_score, 1e-9)
         mem_ours, how = peak_memory_mib("ours", case, args.max_pair_elements, device)
         mem_loop, _ = peak_memory_mib("loop", case, args.max_pair_elements, device)
+        mem_score, _ = peak_memory_mib("scoring", case, args.max_pair_elements, device)
         print(
             f"| {case.name} | {case.batch} | {case.tags} | {case.rows} | {case.dim} | {mean_pos:.1f} "
-            f"| {t_loop * 1e3:.1f} | {t_ours * 1e3:.1f} | {t_loop / t_ours:.1f}x | {rel_diff:.1e} "
-            f"| {grad_diff:.1e} | {mem_ours:.0f} | {mem_loop:.0f} "
-            f"| {analytic_working_set_mib(case, args.max_pair_elements):.0f} |"
+            f"| {t_loop * 1e3:.1f} | {t_ours * 1e3:.1f} | {t_loop / t_ours:.1f}x | {t_score * 1e3:.1f} "
+            f"| {loss_only:.1f}x | {rel_diff:.1e} "
+            f"| {grad_diff:.1e} | {mem_ours:.0f} | {mem_loop:.0f} | {mem_score:.0f} |"
         )
         if args.release_scores:
-            t_rel = time_fn(released_scores_loss, inputs, max(1, args.repeats // 2), device)
+            t_rel = medians["release"]
             extra_rows.append(f"| {case.name} | {t_rel * 1e3:.0f} | {t_ours * 1e3:.1f} | {t_rel / t_ours:.1f}x |")
-    print(f"\npeak memory: {how}; dense (B, C, C) float32 pairs at Open Images size would be "
+    budget_mib = 2 * args.max_pair_elements * 4 / 2**20
+    per_case = ", ".join(f"{c.name}: {8 * c.batch * c.tags * 4 / 2**20:.0f} MiB" for c in CASES)
+    print(f"\nours, analytic working set beyond the scoring: 2 pair blocks = {budget_mib:.0f} MiB "
+          f"+ about 8 (B, C) float32 tensors ({per_case})")
+    print(f"peak memory: {how}; dense (B, C, C) float32 pairs at Open Images size would be "
           f"{96 * 7186 * 7186 * 4 / 2**30:.1f} GiB")
     if extra_rows:
         print("\n| case | loop + released broadcast scoring (ms) | ours (ms) | speed-up |\n|---|---|---|---|")

@@ -20,11 +20,17 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+    ("numpy.core.numeric", "_frombuffer"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("builtins", "set"),
     ("builtins", "frozenset"),
     ("builtins", "bytearray"),
+    # protocols 0-2 write Python 2 module names; Unpickler maps them to builtins
+    ("__builtin__", "set"),
+    ("__builtin__", "frozenset"),
+    ("__builtin__", "bytearray"),
     ("collections", "OrderedDict"),
     ("_codecs", "encode"),  # numpy arrays pickled by Python 2 / protocol 2 carry their bytes this way
 }

@@ -289,6 +289,9 @@ def train(
             train_set, batch_size=config.batch_size, sampler=order, drop_last=drop_last,
             num_workers=config.num_workers, pin_memory=device.type == "cuda",
             persistent_workers=False,
+            # the loader's base seed comes from here, not torch's global generator, whose
+            # state the checkpoint saves: a resumed epoch must not draw from it once more
+            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
         )
         model.train()
         loss_sum = torch.zeros((), device=device)

@@ -79,3 +79,7 @@ def acquire_embedded(options: dict[str, Any], raw_dir: Path, progress: bool) -> 
     tags = pd.DataFrame({"tag": list(ANIMAL_MNIST_CLASSES), "role": [""] * len(ANIMAL_MNIST_CLASSES)})
     return Acquired(manifest=manifest, tags=tags, report={"images": len(manifest), "failed": 0})
 
+
+# Registration of the fetched kinds: each module registers itself with @register_kind on
+# import. Imported last because they import Acquired/register_kind from this module.
+from sdl.data import coco, nus_wide, open_images  # noqa: E402,F401

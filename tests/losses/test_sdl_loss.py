@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from sdl.losses import (
     sdl_loss,
     semantic_diversity_weight,
 )
+import sdl.losses.pairwise as pairwise_module
 from sdl.losses.pairwise import pair_blocks
 
 F64 = torch.float64
@@ -273,6 +275,34 @@ def test_extreme_scores_stay_finite() -> None:
     sums = pairwise_softplus_sum(scores, positives)
     sums.sum().backward()
     assert torch.isfinite(sums).all() and torch.isfinite(scores.grad).all()
+
+
+def test_exp_fast_path_agrees_with_softplus_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # max s_n - min s_p over 80 anywhere switches every block to F.softplus (exp would
+    # overflow in float32); the moderate image must get the same sum and gradient either way.
+    gen = torch.Generator().manual_seed(19)
+    moderate = torch.randn(1, 50, generator=gen) * 3
+    wild = torch.tensor([[-60.0, 70.0, 40.0] + [0.0] * 47])  # u = 40 - (-60) = 100
+    positives = torch.rand(2, 50, generator=gen) < 0.3
+    positives[:, :2] = True
+    positives[:, 2] = False
+    calls: list[int] = []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.numel())
+        return torch.nn.functional.softplus(x)
+
+    monkeypatch.setattr(pairwise_module, "F", types.SimpleNamespace(softplus=spy))
+    results, paths = [], []
+    for scores in (moderate, torch.cat([moderate, wild])):
+        leaf = scores.clone().requires_grad_()
+        sums = pairwise_softplus_sum(leaf, positives[: len(scores)])
+        sums[0].backward()
+        results.append((sums[0].detach(), leaf.grad[0]))
+        paths.append(len(calls))
+    assert paths[0] == 0 and paths[1] > 0  # exp path first, softplus path second
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- gradients

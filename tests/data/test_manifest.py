@@ -1,0 +1,115 @@
+"""Tests of the manifest format (sdl.data.manifest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sdl.data.manifest import multi_hot, read_manifest, resolve_paths, subset_rows, write_manifest
+
+
+def _frame(**extra) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c"],
+            "path": ["images/a.png", "/data/b.jpg", "c.png"],
+            "tags": [["cat", "dog"], [], ["zebra"]],
+            **extra,
+        }
+    )
+
+
+def test_round_trip_without_official_split(tmp_path):
+    write_manifest(tmp_path / "m.parquet", _frame())
+    back = read_manifest(tmp_path / "m.parquet")
+    assert list(back.columns) == ["image_id", "path", "tags", "official_split"]
+    assert back["image_id"].tolist() == ["a", "b", "c"]
+    assert back["path"].tolist() == ["images/a.png", "/data/b.jpg", "c.png"]
+    assert back["tags"].tolist() == [["cat", "dog"], [], ["zebra"]]
+    assert all(type(t) is list for t in back["tags"])
+    assert back["official_split"].isna().all()
+    schema = pq.read_schema(tmp_path / "m.parquet")
+    assert schema.field("tags").type == pa.list_(pa.string())
+
+
+def test_round_trip_with_official_split(tmp_path):
+    write_manifest(tmp_path / "m.parquet", _frame(official_split=["train", None, "test"]))
+    back = read_manifest(tmp_path / "m.parquet")
+    assert back["official_split"].tolist()[0] == "train"
+    assert back["official_split"].tolist()[2] == "test"
+    assert pd.isna(back["official_split"].iloc[1])
+
+
+def test_tuple_tags_written_as_lists(tmp_path):
+    frame = _frame()
+    frame["tags"] = [("cat",), (), ("a", "b")]
+    write_manifest(tmp_path / "m.parquet", frame)
+    assert read_manifest(tmp_path / "m.parquet")["tags"].tolist() == [["cat"], [], ["a", "b"]]
+
+
+def test_write_missing_column(tmp_path):
+    with pytest.raises(ValueError, match="tags"):
+        write_manifest(tmp_path / "m.parquet", _frame().drop(columns=["tags"]))
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_read_missing_column(tmp_path):
+    table = pa.table({"image_id": ["a"], "path": ["a.png"], "official_split": [None]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"lacks columns \['tags'\]"):
+        read_manifest(tmp_path / "m.parquet")
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a parquet file at all" * 10])
+def test_unreadable_file(tmp_path, content):
+    path = tmp_path / "m.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="cannot read manifest"):
+        read_manifest(path)
+
+
+def test_multi_hot_hand_built():
+    vocabulary = ["cat", "dog", "zebra", "cow"]
+    tag_lists = [["dog", "cat"], [], ["zebra", "unicorn"], ["cow", "cow", "dog"]]
+    expected = np.array(
+        [
+            [1, 1, 0, 0],
+            [0, 0, 0, 0],
+            [0, 0, 1, 0],
+            [0, 1, 0, 1],
+        ],
+        dtype=np.float32,
+    )
+    out = multi_hot(tag_lists, vocabulary)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    assert multi_hot([], vocabulary).shape == (0, 4)
+
+
+def test_resolve_paths(tmp_path, monkeypatch):
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    absolute = str(tmp_path / "elsewhere" / "x.png")
+    got = resolve_paths(folder / "manifest.parquet", ["images/a.png", absolute, "../b.png"])
+    assert got == [folder / "images" / "a.png", Path(absolute), folder / ".." / "b.png"]
+    monkeypatch.chdir(tmp_path)  # a relative manifest path is relative to the working directory
+    got = resolve_paths("dataset/manifest.parquet", ["images/a.png"])
+    assert got == [tmp_path.resolve() / "dataset" / "images" / "a.png"]
+    assert got[0].is_absolute()
+
+
+def test_subset_rows(tmp_path):
+    manifest = _frame()
+    split = pd.DataFrame({"image_id": ["c", "b", "a"], "subset": ["train", "test", "train"]})
+    paths, tags = subset_rows(tmp_path / "m.parquet", manifest, split, "train")
+    assert paths == [tmp_path.resolve() / "c.png", tmp_path.resolve() / "images" / "a.png"]  # split order
+    assert tags == [["zebra"], ["cat", "dog"]]
+    paths, tags = subset_rows(tmp_path / "m.parquet", manifest, split, "test")
+    assert paths == [Path("/data/b.jpg")] and tags == [[]]
+    assert subset_rows(tmp_path / "m.parquet", manifest, split, "val") == ([], [])

@@ -1,0 +1,130 @@
+"""Each stage's main() on a tiny embedded dataset in a temp folder, in DAG order."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from stages import download, embed, evaluate, register, split, train, validate
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("stages")
+    with open(root / "params.yaml", "w", encoding="utf-8") as handle:
+        yaml.safe_dump(tiny_params, handle)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield root
+
+
+def run(module: Any, **paths: str) -> int:
+    argv = ["--dataset", "embedded", "--params", "params.yaml"]
+    for name, value in paths.items():
+        argv += [f"--{name}", value]
+    return module.main(argv)
+
+
+D = "data/embedded"
+
+
+def test_download_writes_manifest_and_tags(workdir: Path) -> None:
+    assert run(download, raw=f"{D}/raw", manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv") == 0
+    manifest = pq.read_table(f"{D}/manifest.parquet").to_pandas()
+    assert len(manifest) == 150 and manifest["image_id"].is_unique
+    assert all((Path(D) / p).is_file() for p in manifest["path"])  # relative to the manifest folder
+    assert pd.read_csv(f"{D}/tags.csv")["tag"].tolist()[:2] == ["bear", "bird"]
+
+
+def test_validate_passes_and_writes_reports(workdir: Path) -> None:
+    assert run(validate, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation") == 0
+    report = json.loads(Path(f"{D}/validation/report.json").read_text())
+    assert report["success"] and report["summary"]["decoded"] == 150
+    assert "PASSED" in Path(f"{D}/validation/report.md").read_text()
+
+
+def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
+    assert run(split, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation", out=f"{D}/split") == 0
+    tags = json.loads(Path(f"{D}/split/tags.json").read_text())
+    assert tags["unseen"] == ["cat", "sheep", "zebra"] and len(tags["seen"]) == 7
+    images = pd.read_parquet(f"{D}/split/images.parquet")
+    manifest = pq.read_table(f"{D}/manifest.parquet").to_pandas().set_index("image_id")
+    train_tags = manifest.loc[images.loc[images["subset"] == "train", "image_id"], "tags"]
+    assert not any(set(t) & set(tags["unseen"]) for t in train_tags)  # train_seen_only
+    assert set(images["subset"]) == {"train", "val", "test"}
+
+
+def test_embed_caches_unit_vectors_for_every_tag(workdir: Path) -> None:
+    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet") == 0
+    cache = pd.read_parquet(f"{D}/wordvecs.parquet")
+    assert sorted(cache["tag"]) == sorted(["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"])
+    norms = np.linalg.norm(np.stack(cache["vector"].to_numpy()), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5) and set(cache["dim"]) == {50}
+    before = Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns
+    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet") == 0
+    assert Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns == before  # nothing new: not rewritten
+
+
+def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
+    paths = dict(
+        manifest=f"{D}/manifest.parquet", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
+        state=".state/embedded/train", model="models/embedded", metrics="metrics/embedded/train.json",
+        history="metrics/embedded/train_history.csv",
+    )
+    assert run(train, **paths) == 0
+    assert {"model.safetensors", "model.json", "tags.json", "run.json"} <= set(os.listdir("models/embedded"))
+    metrics = json.loads(Path("metrics/embedded/train.json").read_text())["train"]
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["final_train_loss"])
+    import mlflow
+
+    mlflow.set_tracking_uri("sqlite:///mlflow/mlflow.db")
+    run_id = json.loads(Path("models/embedded/run.json").read_text())["run_id"]
+    logged = mlflow.get_run(run_id)
+    assert logged.data.params["train.backbone"] == "tf_efficientnet_lite0"
+    assert {"dataset", "data_version", "git_commit", "vocabulary_hash"} <= set(logged.data.tags)
+    assert "epoch.val.gzsl.map" in logged.data.metrics
+
+
+def test_evaluate_writes_eval_json_and_plots(workdir: Path) -> None:
+    assert run(
+        evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
+        model="models/embedded", metrics="metrics/embedded/eval.json", plots="metrics/embedded/plots",
+    ) == 0
+    result = json.loads(Path("metrics/embedded/eval.json").read_text())
+    for setting in ("zsl", "gzsl"):
+        assert {"map", "precision@1", "recall@1", "f1@1", "precision@2", "recall@2", "f1@2"} <= set(result[setting])
+        assert 0.0 <= result[setting]["map"] <= 100.0
+    assert set(result["chance"]) == {"zsl_map", "gzsl_map"}
+    per_tag = pd.read_csv("metrics/embedded/plots/per_tag_ap.csv")
+    assert set(per_tag.loc[per_tag["setting"] == "zsl", "tag"]) == {"cat", "sheep", "zebra"}
+    curve = pd.read_csv("metrics/embedded/plots/pr_at_k.csv")
+    assert curve.loc[curve["setting"] == "zsl", "k"].tolist() == [1, 2, 3]
+
+
+def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path) -> None:
+    paths = dict(model="models/embedded", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
+                 metrics="metrics/embedded/eval.json", out="metrics/embedded/registered.json")
+    assert run(register, **paths) == 0
+    first = json.loads(Path("metrics/embedded/registered.json").read_text())
+    assert first["name"] == "sdl-embedded" and first["version"] == 1 and first["aliases"] == ["champion"]
+    assert run(register, **paths) == 0  # a second version does not take the alias
+    second = json.loads(Path("metrics/embedded/registered.json").read_text())
+    assert second["version"] == 2 and second["aliases"] == []
+
+    import mlflow
+
+    mlflow.set_tracking_uri("sqlite:///mlflow/mlflow.db")
+    tagger = mlflow.pyfunc.load_model("models:/sdl-embedded@champion")
+    image = str(next(Path(f"{D}/raw/images").glob("*.png")))
+    out = tagger.predict(pd.DataFrame({"image": [image]}), params={"top_k": 3})
+    assert len(out) == 1 and len(out.loc[0, "tags"]) == 3
+    assert set(out.loc[0, "tags"]) <= {"bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"}
