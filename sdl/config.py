@@ -22,10 +22,19 @@ STAGES = ("download", "validate", "split", "embed", "train", "evaluate", "regist
 @dataclass(frozen=True)
 class DownloadParams:
     """Where the raw data comes from: ``kind`` picks the dataset's downloader; ``options``
-    are that downloader's settings (URLs, buckets, folders, sizes), checked by it."""
+    are that downloader's settings (URLs, buckets, folders, sizes), checked by it; the
+    pre-resized image cache is built when ``cache_short_side`` > 0."""
 
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
+    cache_short_side: int = 0  # > 0: keep every image pre-resized to this short side (JPEG)
+    cache_workers: int = 4
+
+    def __post_init__(self) -> None:
+        if self.cache_short_side and self.cache_short_side < 16:
+            raise ValueError(f"cache_short_side must be 0 (no cache) or >= 16, got {self.cache_short_side}")
+        if self.cache_workers < 1:
+            raise ValueError(f"cache_workers must be >= 1, got {self.cache_workers}")
 
 
 @dataclass(frozen=True)
@@ -45,24 +54,43 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Top-K values, the image protocol ('sdl' or 'all') and inference settings."""
+    """Top-K values, the image protocol ('sdl' or 'all'), inference settings, and how many
+    test images the report's grid shows with their top-k tags (0: no grid)."""
 
     ks: list[int] = field(default_factory=lambda: [3, 5])
     protocol: Literal["sdl", "all"] = "sdl"
     batch_size: int = 256
     num_workers: int = 0
     device: str = "auto"
+    grid_images: int = 12
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError(f"ks must be a non-empty list of integers >= 1, got {self.ks}")
+        if not 0 <= self.grid_images <= 100:
+            raise ValueError(f"grid_images must be in 0..100, got {self.grid_images}")
 
 
 @dataclass(frozen=True)
 class RegisterParams:
-    """The registered model's name (default ``sdl-<dataset>``)."""
+    """The registered model's name (default ``sdl-<dataset>``) and the promotion gate: the
+    challenger becomes champion when its ``primary_metric`` (``zsl|gzsl`` . ``map|precision@K|
+    recall@K|f1@K``, on the same test images and vocabulary) beats the champion's by more than
+    zero and by at least ``min_margin`` points (>= 0)."""
 
     model_name: str | None = None
+    primary_metric: str = "gzsl.map"
+    min_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        import re
+
+        if not re.fullmatch(r"(zsl|gzsl)\.(map|(precision|recall|f1)@[1-9][0-9]*)", self.primary_metric):
+            raise ValueError(
+                f"primary_metric must look like 'gzsl.map' or 'zsl.f1@3', got {self.primary_metric!r}"
+            )
+        if not self.min_margin >= 0.0:
+            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
 
 
 @dataclass(frozen=True)

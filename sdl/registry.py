@@ -1,32 +1,77 @@
-"""Registering SDL models in the MLflow model registry (aliases, not legacy stages)."""
+"""Registering SDL models in the MLflow model registry (aliases, not legacy stages).
+
+Every trained model becomes a new version of ``sdl-<dataset>`` holding the alias
+``challenger``. The promotion gate (:func:`run_gate`) scores the challenger and the current
+``champion`` from their *registered* artifacts (weights + config) on the same test images
+with the same (current) vocabulary, compares a primary metric and moves ``champion`` only when
+the challenger wins by more than zero and by at least a minimum margin; the first model
+becomes champion. Either way the decision is written to the version (tags ``gate.*`` and its
+description) and returned.
+
+Champion changes (gate, by hand, rollback) are explicit actions: each one moves the alias,
+tags the version (``champion.*``) and is appended to the registered model's tags
+``sdl.champion_history`` (JSON log) and ``sdl.champion_stack`` (the versions that were
+champion, most recent last), which is what :func:`rollback` pops.
+
+Consistency: a version is created only after its model is fully logged, with the tag
+``sdl.registration=incomplete``; it becomes ``complete`` once the ``challenger`` alias points
+at it. If anything fails in between, the version is deleted (and the previous challenger
+restored); if even that fails (the store went away), the version keeps its ``incomplete`` /
+``failed`` tag, never holds an alias, and :func:`promote` refuses it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import json
 import logging
+import re
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sdl import tracking
-from sdl.serving import VOCABULARY_FILE, SDLTagger, write_vocabulary
+from sdl.serving import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, SDLTagger, png_base64, write_vocabulary
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+STATUS_TAG = "sdl.registration"
+HISTORY_TAG = "sdl.champion_history"
+STACK_TAG = "sdl.champion_stack"
+_MAX_TAG_CHARS = 4000  # MLflow stores tag values up to 5000 characters (server stores may limit more)
+_METRIC = re.compile(r"^(zsl|gzsl)\.(map|(precision|recall|f1)@([1-9][0-9]*))$")
+
+
+class RegistrationError(RuntimeError):
+    """Registering or moving an alias failed; the message says what state was left."""
 
 
 @dataclass(frozen=True)
 class Registered:
-    """A registered version and the aliases it holds."""
+    """A registered version, the aliases it holds, and the gate's decision."""
 
     name: str
     version: int
     aliases: list[str]
     run_id: str
+    gate: dict[str, Any] | None = None
+
+
+def _client():  # type: ignore[no-untyped-def]
+    return tracking._mlflow().MlflowClient()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _requirements() -> list[str]:
@@ -34,6 +79,78 @@ def _requirements() -> list[str]:
 
     names = ["torch", "timm", "safetensors", "numpy", "pandas", "pyarrow", "pillow"]
     return [f"{n}=={md.version(n).split('+')[0]}" for n in names]
+
+
+def source_config(spec: Mapping[str, Any] | None, name: str | None = None, base_dir: str | Path = ".") -> dict[str, str]:
+    """The model_config entries recording the word-vector source (file paths made absolute,
+    so that new tags can be embedded at tagging time from any working directory)."""
+    if spec is None:
+        return {}
+    resolved = {}
+    for key, value in spec.items():
+        if key in ("path", "matrix", "vocab") and isinstance(value, str) and not Path(value).is_absolute():
+            value = str((Path(base_dir) / value).resolve())
+        resolved[key] = value
+    config = {SOURCE_CONFIG: json.dumps(resolved, sort_keys=True)}
+    if name:
+        config[SOURCE_NAME_CONFIG] = name
+    return config
+
+
+def _signature():  # type: ignore[no-untyped-def]
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        # AnyType: a path or base64 string, raw bytes or an HWC uint8 array per row
+        inputs=Schema([ColSpec(AnyType(), "image")]),
+        outputs=Schema([ColSpec(AnyType(), "tags"), ColSpec(AnyType(), "scores"), ColSpec(AnyType(), "unseen")]),
+        params=ParamSchema([
+            ParamSpec("top_k", "long", 5),
+            ParamSpec("tags", "string", [], shape=(-1,)),
+            ParamSpec("vectors", "double", [], shape=(-1,)),
+        ]),
+    )
+
+
+def log_pyfunc(
+    run_id: str,
+    model_dir: str | Path,
+    tags: Sequence[str],
+    vectors: np.ndarray,
+    unseen: Sequence[str],
+    example_image: str | Path | None = None,
+    wordvec_source: Mapping[str, Any] | None = None,
+    wordvec_source_name: str | None = None,
+) -> str:
+    """Log the pyfunc tagger (weights + config, vocabulary, the ``sdl`` code, signature and a
+    self-contained input example: a small base64 PNG) into ``run_id``; return its model URI."""
+    mlflow = tracking._mlflow()
+    import pandas as pd
+
+    import sdl
+
+    with tempfile.TemporaryDirectory() as scratch:
+        vocabulary_path = Path(scratch) / VOCABULARY_FILE
+        write_vocabulary(vocabulary_path, tags, vectors, unseen)
+        example = pd.DataFrame({"image": [png_base64(example_image)]})
+        mlflow.start_run(run_id=run_id)
+        try:
+            info = mlflow.pyfunc.log_model(
+                name="tagger",
+                python_model=SDLTagger(),
+                artifacts={"model": str(model_dir), "vocabulary": str(vocabulary_path)},
+                code_paths=[str(Path(sdl.__file__).parent)],
+                pip_requirements=_requirements(),
+                signature=_signature(),
+                input_example=example,
+                model_config=source_config(wordvec_source, wordvec_source_name) or None,
+                metadata={"vocabulary_size": len(tags), "unseen_tags": len(unseen),
+                          "wordvec_source": source_config(wordvec_source).get(SOURCE_CONFIG)},
+            )
+        finally:
+            mlflow.end_run()  # FINISHED: a failed log_model does not fail the training run
+    return str(info.model_uri)
 
 
 def log_tagger(
@@ -45,56 +162,407 @@ def log_tagger(
     example_image: str | Path | None = None,
     registered_name: str | None = None,
     version_tags: Mapping[str, str] | None = None,
+    wordvec_source: Mapping[str, Any] | None = None,
+    wordvec_source_name: str | None = None,
 ) -> int | None:
-    """Log the pyfunc tagger into ``run_id`` and, with ``registered_name``, register a new
-    version; return its number. Registration happens only after the model is fully logged,
-    so a failure leaves no version behind."""
-    mlflow = tracking._mlflow()
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
-
-    import sdl
-
-    with tempfile.TemporaryDirectory() as scratch:
-        vocabulary_path = Path(scratch) / VOCABULARY_FILE
-        write_vocabulary(vocabulary_path, tags, vectors, unseen)
-        signature = ModelSignature(
-            inputs=Schema([ColSpec("string", "image")]),
-            params=ParamSchema([ParamSpec("top_k", "long", 5), ParamSpec("tags", "string", [], shape=(-1,))]),
-        )
-        example = None
-        if example_image is not None:
-            import pandas as pd
-
-            example = pd.DataFrame({"image": [str(example_image)]})
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="tagger",
-                python_model=SDLTagger(),
-                artifacts={"model": str(model_dir), "vocabulary": str(vocabulary_path)},
-                code_paths=[str(Path(sdl.__file__).parent)],
-                pip_requirements=_requirements(),
-                signature=signature,
-                input_example=example,
-            )
+    """Log the pyfunc tagger into ``run_id`` (:func:`log_pyfunc`) and, with
+    ``registered_name``, register it as a new version holding ``challenger``
+    (:func:`register_logged_model`); return the version."""
+    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name)
     if registered_name is None:
         return None
-    version = mlflow.register_model(info.model_uri, registered_name, tags=dict(version_tags or {}))
-    return int(version.version)
+    return register_logged_model(uri, registered_name, run_id, version_tags or {})
+
+
+def register_version(
+    run_id: str,
+    name: str,
+    model_dir: str | Path,
+    tags: Sequence[str],
+    vectors: np.ndarray,
+    unseen: Sequence[str],
+    example_image: str | Path | None = None,
+    version_tags: Mapping[str, str] | None = None,
+    wordvec_source: Mapping[str, Any] | None = None,
+    wordvec_source_name: str | None = None,
+) -> int:
+    """Log the model, register it as a new version of ``name`` and point ``challenger`` at it;
+    return the version. Raises RegistrationError (after cleaning up) when that fails."""
+    version = log_tagger(
+        run_id, model_dir, tags, vectors, unseen, example_image, name, version_tags,
+        wordvec_source, wordvec_source_name,
+    )
+    assert version is not None
+    return version
+
+
+def register_logged_model(model_uri: str, name: str, run_id: str, version_tags: Mapping[str, str] | None = None) -> int:
+    """Register a fully logged model as a new version of ``name`` holding ``challenger``.
+    The version is either complete or removed (or, when the store fails, left marked
+    ``incomplete``/``failed`` without an alias); raises RegistrationError then."""
+    mlflow = tracking._mlflow()
+    client = mlflow.MlflowClient()
+    previous_challenger = current_alias_version(name, CHALLENGER)
+    started = int(time.time() * 1000)
+    tags = {str(k): str(v) for k, v in (version_tags or {}).items()}
+    tags[STATUS_TAG] = "incomplete"
+    try:
+        registered = mlflow.register_model(model_uri, name, tags=tags)
+    except Exception as error:
+        leftovers = _remove_incomplete(name, run_id, since_ms=started)
+        raise RegistrationError(
+            f"registering {model_uri} as {name} failed ({error}); removed incomplete versions {leftovers or 'none'}"
+        ) from error
+    version = int(registered.version)
+    try:
+        client.set_registered_model_alias(name, CHALLENGER, str(version))
+        client.set_model_version_tag(name, str(version), STATUS_TAG, "complete")
+    except Exception as error:
+        state = _undo_version(name, version, previous_challenger)
+        raise RegistrationError(f"{name} version {version}: setting alias {CHALLENGER!r} failed ({error}); {state}") from error
+    log.info("registered %s version %d as %s", name, version, CHALLENGER)
+    return version
+
+
+def _undo_version(name: str, version: int, previous_challenger: int | None) -> str:
+    """Remove a half-registered version (or mark it failed); say what was left."""
+    client = _client()
+    try:
+        client.delete_model_version(name, str(version))
+        state = f"version {version} deleted"
+    except Exception as delete_error:  # the store itself is failing: mark it, if we can
+        try:
+            client.set_model_version_tag(name, str(version), STATUS_TAG, "failed")
+            state = f"version {version} could not be deleted ({delete_error}); tagged {STATUS_TAG}=failed"
+        except Exception:
+            state = (
+                f"version {version} could not be deleted or tagged ({delete_error}); it keeps "
+                f"{STATUS_TAG}=incomplete and must not be used"
+            )
+        with contextlib.suppress(Exception):
+            if current_alias_version(name, CHALLENGER) == version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+    if previous_challenger is not None and previous_challenger != version:
+        try:
+            client.set_registered_model_alias(name, CHALLENGER, str(previous_challenger))
+        except Exception:
+            state += f"; could not restore {CHALLENGER} to version {previous_challenger}"
+    return state
+
+
+def _remove_incomplete(name: str, run_id: str, since_ms: int) -> list[int]:
+    """Delete versions of ``run_id`` left ``incomplete`` by a failed register call."""
+    removed = []
+    try:
+        for version in tracking.iter_registered_versions(name):
+            if (
+                version.run_id == run_id and int(version.creation_timestamp or 0) >= since_ms - 1000
+                and (version.tags or {}).get(STATUS_TAG) == "incomplete"
+            ):
+                _client().delete_model_version(name, version.version)
+                removed.append(int(version.version))
+    except Exception:  # the registry may be unreachable: nothing more to do here
+        pass
+    return removed
 
 
 def current_alias_version(name: str, alias: str) -> int | None:
     """The version holding ``alias``, or None."""
-    client = tracking._mlflow().MlflowClient()
+    client = _client()
     try:
         return int(client.get_model_version_by_alias(name, alias).version)
     except Exception:  # MlflowException when the alias or the model does not exist
         return None
 
 
+def version_aliases(name: str, version: int) -> list[str]:
+    """Aliases held by a version, sorted."""
+    return sorted(_client().get_model_version(name, str(version)).aliases or [])
+
+
 def set_alias(name: str, alias: str, version: int) -> None:
     """Point ``alias`` of model ``name`` at ``version``."""
-    tracking._mlflow().MlflowClient().set_registered_model_alias(name, alias, str(version))
+    _client().set_registered_model_alias(name, alias, str(version))
+
+
+# --------------------------------------------------------------------------- champion actions
+
+
+def _model_tag(name: str, key: str, default: str) -> str:
+    tags = _client().get_registered_model(name).tags or {}
+    return tags.get(key, default)
+
+
+def champion_history(name: str) -> list[dict[str, Any]]:
+    """The log of champion changes, oldest first (trimmed to the most recent entries)."""
+    return list(json.loads(_model_tag(name, HISTORY_TAG, "[]")))
+
+
+def champion_stack(name: str) -> list[int]:
+    """Versions that were champion, most recent last (what rollback pops)."""
+    return [int(v) for v in json.loads(_model_tag(name, STACK_TAG, "[]"))]
+
+
+def _fit(entries: list[Any]) -> str:
+    text = json.dumps(entries, separators=(",", ":"))
+    while len(text) > _MAX_TAG_CHARS and len(entries) > 1:
+        entries = entries[1:]
+        text = json.dumps(entries, separators=(",", ":"))
+    return text
+
+
+def _record(name: str, action: str, version: int, previous: int | None, reason: str, stack: list[int]) -> None:
+    client = _client()
+    when = _now()
+    entry = {"time": when, "action": action, "version": version, "previous": previous,
+             "reason": reason[:300], "user": getpass.getuser()}
+    client.set_registered_model_tag(name, HISTORY_TAG, _fit([*champion_history(name), entry]))
+    client.set_registered_model_tag(name, STACK_TAG, _fit(stack))
+    for key, value in {"champion.action": action, "champion.since": when, "champion.reason": reason[:500]}.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    if previous is not None and previous != version:
+        try:
+            client.set_model_version_tag(name, str(previous), "champion.until", f"{when} ({action} of version {version})")
+        except Exception:  # the previous version may have been deleted
+            pass
+    log.info("%s: champion %s -> %d (%s): %s", name, previous, version, action, reason)
+
+
+def _check_usable(name: str, version: int) -> None:
+    try:
+        mv = _client().get_model_version(name, str(version))
+    except Exception as error:
+        raise RegistrationError(f"{name} has no version {version} ({error})") from None
+    status = (mv.tags or {}).get(STATUS_TAG, "complete")
+    if status != "complete":
+        raise RegistrationError(f"{name} version {version} is {status} (half registered): it cannot be champion")
+
+
+def promote(name: str, version: int, reason: str, action: str = "promote") -> int | None:
+    """Make ``version`` the champion (an explicit, logged action); return the previous one.
+    Promoting the current champion changes nothing."""
+    _check_usable(name, version)
+    previous = current_alias_version(name, CHAMPION)
+    if previous == version:
+        log.info("%s: version %d is already %s", name, version, CHAMPION)
+        return previous
+    stack = champion_stack(name)
+    if previous is not None and (not stack or stack[-1] != previous):
+        stack.append(previous)  # champion set outside these tools: keep it rollback-able
+    set_alias(name, CHAMPION, version)
+    try:
+        _record(name, action, version, previous, reason, [*stack, version])
+    except Exception as error:
+        try:
+            if previous is None:
+                _client().delete_registered_model_alias(name, CHAMPION)
+            else:
+                set_alias(name, CHAMPION, previous)
+            state = "alias restored"
+        except Exception:
+            state = f"alias left on version {version}"
+        raise RegistrationError(f"{name}: recording the promotion of version {version} failed ({error}); {state}") from error
+    return previous
+
+
+def rollback(name: str, reason: str = "") -> tuple[int | None, int]:
+    """Give ``champion`` back to the previous champion; return (from, to) versions.
+
+    Pops the current champion off the champion stack; versions deleted or no longer
+    complete since are skipped. Raises RegistrationError when there is none to go back to."""
+    current = current_alias_version(name, CHAMPION)
+    stack = champion_stack(name)
+    while stack and stack[-1] == current:
+        stack.pop()
+    while stack:
+        try:
+            _check_usable(name, stack[-1])
+            break
+        except RegistrationError:
+            stack.pop()
+    if not stack:
+        raise RegistrationError(f"{name}: no previous champion to roll back to (champion is version {current})")
+    target = stack[-1]
+    set_alias(name, CHAMPION, target)
+    text = reason or f"rollback from version {current}"
+    try:
+        _record(name, "rollback", target, current, text, stack)
+    except Exception as error:
+        if current is not None:
+            set_alias(name, CHAMPION, current)
+        raise RegistrationError(f"{name}: recording the rollback failed ({error}); champion left on {current}") from error
+    return current, target
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+@dataclass(frozen=True)
+class GateData:
+    """The test set the gate scores both models on: images, targets over the vocabulary
+    (``tags.all_tags`` order: seen, then unseen) and the vocabulary's vectors."""
+
+    paths: list[Path]
+    targets: np.ndarray
+    tags: Any  # sdl.data.split.TagSplit
+    vectors: np.ndarray
+    ks: list[int] = field(default_factory=lambda: [3, 5])
+    protocol: str = "sdl"
+    batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate compared and decided."""
+
+    promoted: bool
+    reason: str
+    primary_metric: str
+    min_margin: float
+    challenger_version: int
+    champion_version: int | None  # the champion before the gate
+    challenger_value: float | None
+    champion_value: float | None
+    delta: float | None
+    images: int
+    vocabulary_hash: str
+    challenger_metrics: dict[str, Any] = field(default_factory=dict)
+    champion_metrics: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class IncompatibleModel(ValueError):
+    """A registered model that cannot score the current vocabulary (another vector size)."""
+
+
+def metric_value(results: Mapping[str, Any], metric: str) -> float:
+    """``results["gzsl"]["f1@3"]`` for ``metric = "gzsl.f1@3"``."""
+    match = _METRIC.match(metric)
+    if not match:
+        raise ValueError(f"metric must look like 'gzsl.map' or 'zsl.f1@3', got {metric!r}")
+    return float(results[match.group(1)][match.group(2)])
+
+
+def _metric_k(metric: str) -> int | None:
+    match = _METRIC.match(metric)
+    return int(match.group(4)) if match and match.group(4) else None
+
+
+def load_registered_network(name: str, version: int, folder: str | Path):  # type: ignore[no-untyped-def]
+    """Download a version's model artifacts into ``folder``; return its SDL network
+    (weights + config as registered, read without unpickling anything)."""
+    import yaml
+
+    from sdl.models import load_model
+
+    mlflow = tracking._mlflow()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)))
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text(encoding="utf-8"))
+    artifacts = mlmodel["flavors"]["python_function"].get("artifacts", {})
+    return load_model(local / artifacts["model"]["path"])
+
+
+def evaluate_registered(name: str, version: int, data: GateData) -> dict[str, Any]:
+    """Metrics (as in eval.json) of a registered version on ``data``."""
+    from sdl.data.dataset import TaggedImageDataset
+    from sdl.evaluation import summarise
+    from sdl.inference import compute_scores
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model = load_registered_network(name, version, scratch)
+    config = model.config
+    if config.wordvec_dim != data.vectors.shape[1]:
+        raise IncompatibleModel(
+            f"version {version} takes {config.wordvec_dim}-d tag vectors, the vocabulary has {data.vectors.shape[1]}-d"
+        )
+    dataset = TaggedImageDataset(data.paths, None, config.image_size, config.mean, config.std)
+    scores = compute_scores(
+        model, dataset, data.vectors, batch_size=data.batch_size, num_workers=data.num_workers,
+        device=data.device, description=f"gate: version {version}",
+    )
+    return summarise(scores, data.targets, data.tags, data.ks, data.protocol)
+
+
+def _vocabulary_hash(tags: Sequence[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(tags).encode()).hexdigest()[:16]
+
+
+def run_gate(
+    name: str, challenger: int, data: GateData, primary_metric: str = "gzsl.map", min_margin: float = 0.0,
+) -> GateDecision:
+    """Compare ``challenger`` with the champion on ``data``; promote it when it wins.
+
+    Wins: ``challenger - champion > 0`` and ``>= min_margin`` on ``primary_metric``. The first
+    version (no champion yet) and a challenger facing a champion that cannot score the
+    current vocabulary are promoted. The decision is logged and written to the version."""
+    if min_margin < 0:
+        raise ValueError(f"min_margin must be >= 0, got {min_margin}")
+    if not _METRIC.match(primary_metric):
+        raise ValueError(f"primary_metric must look like 'gzsl.map' or 'zsl.f1@3', got {primary_metric!r}")
+    k = _metric_k(primary_metric)
+    ks = sorted(set(data.ks) | ({k} if k else set()))
+    data = GateData(**{**data.__dict__, "ks": ks})
+    champion = current_alias_version(name, CHAMPION)
+    challenger_metrics = evaluate_registered(name, challenger, data)
+    challenger_value = metric_value(challenger_metrics, primary_metric)
+    champion_metrics = champion_value = delta = None
+    if champion is None:
+        promoted, reason = True, f"first model: no {CHAMPION} yet, version {challenger} becomes {CHAMPION}"
+    elif champion == challenger:
+        promoted, reason = False, f"version {challenger} already is {CHAMPION}"
+    else:
+        try:
+            champion_metrics = evaluate_registered(name, champion, data)
+        except IncompatibleModel as error:
+            promoted = True
+            reason = f"{CHAMPION} version {champion} cannot score the current vocabulary ({error}); version {challenger} replaces it"
+        else:
+            champion_value = metric_value(champion_metrics, primary_metric)
+            delta = challenger_value - champion_value
+            promoted = delta > 0 and delta >= min_margin
+            verdict = "beats" if promoted else "does not beat"
+            reason = (
+                f"challenger version {challenger} {primary_metric} {challenger_value:.3f} {verdict} {CHAMPION} "
+                f"version {champion} {champion_value:.3f}: difference {delta:+.3f}, needs > 0 and >= {min_margin:g}"
+            )
+    decision = GateDecision(
+        promoted=promoted, reason=reason, primary_metric=primary_metric, min_margin=min_margin,
+        challenger_version=challenger, champion_version=champion, challenger_value=challenger_value,
+        champion_value=champion_value, delta=delta, images=len(data.paths),
+        vocabulary_hash=_vocabulary_hash(data.tags.all_tags), challenger_metrics=challenger_metrics,
+        champion_metrics=champion_metrics,
+    )
+    _write_decision(name, decision)
+    if promoted:
+        promote(name, challenger, reason, action="first" if champion is None else "gate")
+    log.info("%s gate: %s", name, reason)
+    return decision
+
+
+def _write_decision(name: str, decision: GateDecision) -> None:
+    client = _client()
+    version = str(decision.challenger_version)
+    tags = {
+        "gate.decision": "promoted" if decision.promoted else "kept_champion",
+        "gate.reason": decision.reason[:500],
+        "gate.primary_metric": decision.primary_metric,
+        "gate.min_margin": f"{decision.min_margin:g}",
+        "gate.challenger_value": f"{decision.challenger_value:.4f}" if decision.challenger_value is not None else "",
+        "gate.champion_version": str(decision.champion_version or ""),
+        "gate.champion_value": f"{decision.champion_value:.4f}" if decision.champion_value is not None else "",
+        "gate.images": str(decision.images),
+        "gate.vocabulary_hash": decision.vocabulary_hash,
+        "gate.time": _now(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=f"Promotion gate: {decision.reason}")
 
 
 def register_run_model(
@@ -107,14 +575,51 @@ def register_run_model(
     example_image: str | Path | None = None,
     version_tags: Mapping[str, str] | None = None,
 ) -> Registered:
-    """Register the run's model as a new version of ``name``; make it champion if none is."""
-    version = log_tagger(run_id, model_dir, tags, vectors, unseen, example_image, name, version_tags)
-    assert version is not None
-    aliases = []
+    """Register the run's model as the new ``challenger``; make it champion if there is none
+    (no gate: see :func:`run_gate` for the comparison)."""
+    version = register_version(run_id, name, model_dir, tags, vectors, unseen, example_image, version_tags)
     if current_alias_version(name, CHAMPION) is None:
-        set_alias(name, CHAMPION, version)
-        aliases.append(CHAMPION)
-        log.info("registered %s version %d as %s (there was none)", name, version, CHAMPION)
-    else:
-        log.info("registered %s version %d", name, version)
-    return Registered(name=name, version=version, aliases=aliases, run_id=run_id)
+        promote(name, version, f"first model: no {CHAMPION} yet", action="first")
+    return Registered(name=name, version=version, aliases=version_aliases(name, version), run_id=run_id)
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A version as ``sdl models list`` shows it."""
+
+    version: int
+    aliases: list[str]
+    status: str
+    created: str
+    run_id: str
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def list_versions(name: str) -> list[VersionInfo]:
+    """Versions of ``name``, newest first, with the evaluation metrics of their runs."""
+    client = _client()
+    out = []
+    for mv in tracking.iter_registered_versions(name):
+        metrics: dict[str, float] = {}
+        if mv.run_id:
+            try:
+                logged = client.get_run(mv.run_id).data.metrics
+                metrics = {
+                    k: float(v) for k, v in logged.items()
+                    if k.split(".", 1)[0] in ("zsl", "gzsl") and ".paper_" not in k and ".delta_" not in k
+                }
+            except Exception:  # the run may have been deleted
+                pass
+        aliases = list(mv.aliases or [])
+        if not aliases:  # some stores leave aliases out of search results
+            aliases = list(client.get_model_version(name, mv.version).aliases or [])
+        created = datetime.fromtimestamp(int(mv.creation_timestamp or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        out.append(VersionInfo(
+            version=int(mv.version), aliases=sorted(aliases), status=(mv.tags or {}).get(STATUS_TAG, "complete"),
+            created=created, run_id=mv.run_id or "", metrics=metrics, tags=dict(mv.tags or {}),
+        ))
+    return out

@@ -36,7 +36,10 @@ def score_tags(
     """Scores (B, C) of C tags for B images: max over rows (SDL) or l2 norm over rows (baseline)."""
     projections = row_scores(matrices, tag_vectors)
     if reduction == "max":
-        return projections.amax(dim=1)
+        # max(...).values, not amax: its backward sends the gradient to the one dominant row,
+        # as eq. 1 intends and the released code does (amax splits it among tied rows), and
+        # it is the cheaper backward.
+        return projections.max(dim=1).values
     if reduction == "l2":
         return torch.linalg.vector_norm(projections, ord=2, dim=1)
     raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,16 +28,29 @@ RUN_FILE = "run.json"
 _MAX_PARAM_LENGTH = 6000
 
 
+def default_store_uri() -> str:
+    """The local sqlite store as an absolute URI: MLflow caches stores by URI string, so a
+    relative one would keep pointing at the first working directory that used it."""
+    return f"sqlite:///{Path(DEFAULT_STORE.removeprefix('sqlite:///')).resolve()}"
+
+
 def tracking_uri() -> str:
     """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the local sqlite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_store_uri()
+
+
+def uses_local_store() -> bool:
+    """Whether the tracking URI in force is the project's local sqlite store."""
+    return tracking_uri() == default_store_uri()
 
 
 def _mlflow():  # type: ignore[no-untyped-def]
     import mlflow
 
+    if not sys.stderr.isatty():  # no download progress bars in logs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
-    if uri == DEFAULT_STORE:
+    if uses_local_store():
         Path("mlflow").mkdir(exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -56,7 +70,7 @@ def ensure_experiment(dataset: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if tracking_uri() == DEFAULT_STORE:
+    if uses_local_store():
         location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
@@ -122,6 +136,19 @@ def log_metrics(run_id: str, metrics: Mapping[str, Any], step: int | None = None
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
     """Copy a file into a run's artifacts."""
     _mlflow().MlflowClient().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """Write ``text`` as an artifact file of a run (e.g. ``evaluation/comparison.md``)."""
+    _mlflow().MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def set_run_tags(run_id: str, tags: Mapping[str, Any]) -> None:
+    """Set (string) tags on a run."""
+    mlflow = _mlflow()
+    entries = [mlflow.entities.RunTag(str(k), str(v)) for k, v in tags.items()]
+    for start in range(0, len(entries), 100):
+        mlflow.MlflowClient().log_batch(run_id, tags=entries[start : start + 100])
 
 
 def set_run_status(run_id: str, status: str = "FINISHED") -> None:

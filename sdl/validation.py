@@ -1,11 +1,14 @@
-"""Data validation with Great Expectations 1.x: suites on the manifest and the vocabulary.
+"""Data validation with Great Expectations 1.x: suites on the manifest, the vocabulary, the
+split and the word vectors.
 
-Three suites run on pandas frames derived from the manifest and the tag table:
+For the ``validate`` stage, suites run on pandas frames derived from the manifest and the tag table:
 ``manifest`` (ids unique and present, files present, tags per image within bounds),
 ``labels`` (every tag of every image is in the vocabulary), ``vocabulary`` (tags unique,
 non-empty, roles known, images per tag and prevalence within bounds) and ``images`` (a
-sample, or all, of the image files decode). The result is a JSON report and a Markdown
-report a person can read; the caller decides what a failure stops.
+sample, or all, of the image files decode). :func:`validate_split` (the ``split`` stage)
+checks the published split sizes, and :func:`validate_vectors` (the ``embed`` stage) that
+every tag has a finite unit vector. Each gives a JSON and a Markdown report a person can
+read; the caller decides what a failure stops.
 """
 
 from __future__ import annotations
@@ -201,9 +204,8 @@ def validate_dataset(
         "missing_files": int((~frames["manifest"]["file_exists"]).sum()),
         "decoded": len(frames["images"]),
         "undecodable": int((~frames["images"]["decodable"].astype(bool)).sum()),
-        "failed_expectations": sum(not r["success"] for r in rows),
     }
-    return ValidationReport(success=all(r["success"] for r in rows), rows=rows, summary=summary)
+    return _report(rows, summary)
 
 
 def _plain(value: Any) -> Any:
@@ -212,3 +214,64 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _report(rows: list[dict[str, Any]], summary: dict[str, Any]) -> ValidationReport:
+    summary = {**summary, "failed_expectations": sum(not r["success"] for r in rows)}
+    return ValidationReport(success=all(r["success"] for r in rows), rows=rows, summary=summary)
+
+
+def validate_split(
+    seen: list[str], unseen: list[str], images: pd.DataFrame, manifest: pd.DataFrame,
+    expected_seen: int | None, expected_unseen: int | None, train_seen_only: bool,
+) -> ValidationReport:
+    """Suites on the split: the published seen/unseen sizes (e.g. 925/81 for NUS-WIDE), disjoint
+    tag sets, non-empty train/test image sets, and no unseen tag in training where required."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    roles = pd.DataFrame({"tag": [*seen, *unseen], "role": ["seen"] * len(seen) + ["unseen"] * len(unseen)})
+    sizes = pd.DataFrame({"role": ["seen", "unseen"], "tags": [len(seen), len(unseen)],
+                          "expected": [expected_seen if expected_seen is not None else len(seen),
+                                       expected_unseen if expected_unseen is not None else len(unseen)]})
+    unseen_set = set(unseen)
+    tags_of = manifest.set_index("image_id")["tags"]
+    subsets = images.assign(shows_unseen=[any(t in unseen_set for t in tags_of[i]) for i in images["image_id"]])
+    train = subsets[subsets["subset"] == "train"]
+    frames = {"tag_split": roles, "split_sizes": sizes, "image_split": subsets, "train_images": train}
+    suites = {
+        "tag_split": [e.ExpectColumnValuesToBeUnique(column="tag")],
+        "split_sizes": [e.ExpectColumnPairValuesToBeEqual(column_A="tags", column_B="expected")],
+        "image_split": [
+            e.ExpectColumnValuesToBeUnique(column="image_id"),
+            e.ExpectColumnDistinctValuesToContainSet(column="subset", value_set=["train", "test"]),
+        ],
+        "train_images": [e.ExpectColumnValuesToBeInSet(column="shows_unseen", value_set=[False])] if train_seen_only else [],
+    }
+    rows = run_suites(frames, {k: v for k, v in suites.items() if v})
+    counts = images["subset"].value_counts().to_dict()
+    return _report(rows, {"seen": len(seen), "unseen": len(unseen), **{f"{k}_images": int(v) for k, v in counts.items()}})
+
+
+def validate_vectors(tags: list[str], cached_tags: list[str], vectors: np.ndarray) -> ValidationReport:
+    """Suites on the word vectors: every tag of the split has one, finite and of unit norm."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    frame = pd.DataFrame({
+        "tag": cached_tags,
+        "norm": np.linalg.norm(vectors, axis=1) if len(vectors) else [],
+        "finite": np.isfinite(vectors).all(axis=1) if len(vectors) else [],
+    })
+    suites = {"wordvecs": [
+        e.ExpectColumnDistinctValuesToContainSet(column="tag", value_set=list(tags)),
+        e.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        e.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+    ]}
+    rows = run_suites({"wordvecs": frame}, suites)
+    missing = sorted(set(tags) - set(cached_tags))
+    for row in rows:
+        if row["expectation"] == "expect_column_distinct_values_to_contain_set" and missing:
+            row["examples"] = missing[:20]
+    return _report(rows, {"tags": len(tags), "vectors": len(cached_tags), "missing": len(missing),
+                          "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0})

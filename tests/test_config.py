@@ -38,13 +38,28 @@ def test_real_params_pass(real):
     embedded = checked[0]
     assert isinstance(embedded, DatasetParams)
     # values come through with their YAML types, nested dataclasses built
-    assert embedded.train.lr == pytest.approx(1e-3) and isinstance(embedded.train.lr, float)
+    assert embedded.train.lr == pytest.approx(float(real["train"]["embedded"]["lr"])) and isinstance(embedded.train.lr, float)
     assert embedded.train.num_rows == real["train"]["embedded"]["num_rows"]
     assert embedded.train.augment.cutout_p == real["train"]["embedded"]["augment"]["cutout_p"]
     assert embedded.split.tags.unseen == real["split"]["embedded"]["tags"]["unseen"]
     assert embedded.split.images.train_seen_only is real["split"]["embedded"]["images"]["train_seen_only"]
     assert embedded.evaluate.ks == real["evaluate"]["embedded"]["ks"]
     assert embedded.model_name == "sdl-embedded"
+
+
+@pytest.mark.parametrize("dataset", ["nus_wide", "coco", "open_images"])
+def test_paper_datasets_have_the_papers_settings(real, dataset):
+    """Each paper dataset is a params entry away, with section 4.1's settings."""
+    p = dataset_params(real, dataset)
+    rows, batch, epochs = {"nus_wide": (7, 192, 7), "coco": (2, 32, 20), "open_images": (7, 96, 7)}[dataset]
+    assert (p.train.num_rows, p.train.batch_size, p.train.epochs) == (rows, batch, epochs)
+    assert p.train.backbone == "tresnet_m" and p.train.image_size == 224
+    assert p.train.lr == pytest.approx(1e-4) and p.train.weight_decay == pytest.approx(3e-4)
+    assert p.train.loss_kwargs["reg_lambda"] == pytest.approx(0.3) and p.train.augment.cutout_p == 0.5
+    assert p.evaluate.ks == {"nus_wide": [3, 5], "coco": [3], "open_images": [10, 20]}[dataset]
+    expected = {"nus_wide": (925, 81), "coco": (48, 17), "open_images": (7186, 400)}[dataset]
+    assert (p.validate.expected_seen, p.validate.expected_unseen) == expected
+    assert p.embed.source["kind"] == "fasttext" and p.download.kind == dataset
 
 
 @pytest.mark.parametrize(
@@ -156,8 +171,12 @@ def test_yaml_12_floats(tmp_path):
 
 
 def test_yaml_float_checks_as_float(real, tmp_path):
-    text, count = re.subn(r"(?m)^(\s+)lr:[^\n#]*", r"\1lr: 1e-3", PARAMS.read_text(), count=1)
+    original = PARAMS.read_text()
+    start = original.index("\n  embedded:", original.index("\ntrain:\n"))  # train.embedded
+    head, tail = original[:start], original[start:]
+    tail, count = re.subn(r"(?m)^(\s+)lr:[^\n#]*", r"\1lr: 1e-3", tail, count=1)
     assert count == 1
+    text = head + tail
     (tmp_path / "params.yaml").write_text(text)
     assert check_params(load_params(tmp_path / "params.yaml"))[0].train.lr == 1e-3
 

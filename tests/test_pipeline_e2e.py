@@ -38,7 +38,7 @@ def test_dvc_repro_builds_every_stage(built_repo: tuple[Path, str]) -> None:
     for key in ("map", "precision@2", "recall@2", "f1@2"):
         assert 0.0 <= metrics["zsl"][key] <= 100.0
     registered = json.loads((root / "metrics/embedded/registered.json").read_text())
-    assert registered["name"] == "sdl-embedded" and registered["aliases"] == ["champion"]
+    assert registered["name"] == "sdl-embedded" and registered["aliases"] == ["challenger", "champion"]
     # DVC reports the metrics it tracks
     shown = run_dvc(root, "metrics", "show", "--json").stdout
     assert "zsl" in shown and "eval.json" in shown
@@ -78,7 +78,8 @@ def test_changing_epochs_reruns_only_train_evaluate_register(built_repo: tuple[P
     output = run_dvc(root, "repro").stdout
     assert [s for s in STAGES if ran(output, s)] == ["train", "evaluate", "register"], output
     registered = json.loads((root / "metrics/embedded/registered.json").read_text())
-    assert registered["version"] == 2 and registered["aliases"] == []  # champion stays on version 1
+    # the gate decides: champion moves to version 2 only if it won on the same test data
+    assert registered["version"] == 2 and ("champion" in registered["aliases"]) == registered["gate"]["promoted"]
 
 
 def test_prefect_flow_runs_the_dag_through_dvc(built_repo: tuple[Path, str]) -> None:
@@ -101,3 +102,38 @@ def test_prefect_flow_runs_the_dag_through_dvc(built_repo: tuple[Path, str]) -> 
     log = result.stdout + result.stderr
     assert "Task run 'evaluate-embedded'" in log and "Finished in state Completed" in log
     assert "f1@2" not in json.loads((root / "metrics/embedded/eval.json").read_text())["zsl"]
+
+
+def test_dvc_s3_remote_push_then_pull_into_a_fresh_clone(built_repo: tuple[Path, str], tmp_path: Path) -> None:
+    from tests.data.replicas import MotoS3
+
+    root, _ = built_repo
+    s3 = MotoS3()
+    try:
+        s3.create_bucket("sdl-dvc-remote")
+        env = {**pipeline_env(root), **MotoS3.CREDENTIALS}
+        dvc = [str(Path(sys.executable).parent / "dvc")]
+
+        def run(cwd: Path, *args: str) -> str:
+            result = subprocess.run([*dvc, *args], cwd=cwd, env=env, capture_output=True, text=True)
+            assert result.returncode == 0, f"dvc {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+            return result.stdout
+
+        run(root, "remote", "add", "-f", "-d", "s3", "s3://sdl-dvc-remote/cache")
+        run(root, "remote", "modify", "s3", "endpointurl", s3.endpoint_url)
+        git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+        subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+        subprocess.run([*git, "commit", "-qm", "pipeline outputs and S3 remote"], cwd=root, check=True)
+        run(root, "push")
+        stored = s3.client.list_objects_v2(Bucket="sdl-dvc-remote").get("KeyCount", 0)
+        assert stored > 100  # the images, manifest, model, ...
+
+        clone = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+        assert not (clone / "data/embedded/manifest.parquet").exists()
+        run(clone, "pull")
+        for path in ("data/embedded/manifest.parquet", "data/embedded/wordvecs.parquet", "models/embedded/model.safetensors"):
+            assert (clone / path).read_bytes() == (root / path).read_bytes(), path
+        assert "Data and pipelines are up to date" in run(clone, "status")
+    finally:
+        s3.stop()

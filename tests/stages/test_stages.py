@@ -23,7 +23,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any
         yaml.safe_dump(tiny_params, handle)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
         yield root
 
 
@@ -38,7 +38,9 @@ D = "data/embedded"
 
 
 def test_download_writes_manifest_and_tags(workdir: Path) -> None:
-    assert run(download, raw=f"{D}/raw", manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv") == 0
+    assert run(download, raw=f"{D}/raw", cache=f"{D}/images", manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv",
+               report="metrics/embedded/download.json") == 0
+    assert json.loads(Path("metrics/embedded/download.json").read_text())["manifest"]["images"] == 150
     manifest = pq.read_table(f"{D}/manifest.parquet").to_pandas()
     assert len(manifest) == 150 and manifest["image_id"].is_unique
     assert all((Path(D) / p).is_file() for p in manifest["path"])  # relative to the manifest folder
@@ -53,7 +55,8 @@ def test_validate_passes_and_writes_reports(workdir: Path) -> None:
 
 
 def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
-    assert run(split, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation", out=f"{D}/split") == 0
+    assert run(split, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", validation=f"{D}/validation", out=f"{D}/split") == 0
+    assert json.loads(Path(f"{D}/split/report.json").read_text())["success"]
     tags = json.loads(Path(f"{D}/split/tags.json").read_text())
     assert tags["unseen"] == ["cat", "sheep", "zebra"] and len(tags["seen"]) == 7
     images = pd.read_parquet(f"{D}/split/images.parquet")
@@ -64,13 +67,13 @@ def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
 
 
 def test_embed_caches_unit_vectors_for_every_tag(workdir: Path) -> None:
-    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet") == 0
+    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet", report=f"{D}/wordvecs_validation") == 0
     cache = pd.read_parquet(f"{D}/wordvecs.parquet")
     assert sorted(cache["tag"]) == sorted(["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"])
     norms = np.linalg.norm(np.stack(cache["vector"].to_numpy()), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-5) and set(cache["dim"]) == {50}
     before = Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns
-    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet") == 0
+    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet", report=f"{D}/wordvecs_validation") == 0
     assert Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns == before  # nothing new: not rewritten
 
 
@@ -86,7 +89,7 @@ def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
     assert metrics["epochs"] == 1 and np.isfinite(metrics["final_train_loss"])
     import mlflow
 
-    mlflow.set_tracking_uri("sqlite:///mlflow/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
     run_id = json.loads(Path("models/embedded/run.json").read_text())["run_id"]
     logged = mlflow.get_run(run_id)
     assert logged.data.params["train.backbone"] == "tf_efficientnet_lite0"
@@ -115,14 +118,14 @@ def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path)
                  metrics="metrics/embedded/eval.json", out="metrics/embedded/registered.json")
     assert run(register, **paths) == 0
     first = json.loads(Path("metrics/embedded/registered.json").read_text())
-    assert first["name"] == "sdl-embedded" and first["version"] == 1 and first["aliases"] == ["champion"]
+    assert first["name"] == "sdl-embedded" and first["version"] == 1 and first["aliases"] == ["challenger", "champion"]
     assert run(register, **paths) == 0  # a second version does not take the alias
     second = json.loads(Path("metrics/embedded/registered.json").read_text())
-    assert second["version"] == 2 and second["aliases"] == []
+    assert second["version"] == 2 and second["aliases"] == ["challenger"]  # the same model: a tie does not promote
 
     import mlflow
 
-    mlflow.set_tracking_uri("sqlite:///mlflow/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
     tagger = mlflow.pyfunc.load_model("models:/sdl-embedded@champion")
     image = str(next(Path(f"{D}/raw/images").glob("*.png")))
     out = tagger.predict(pd.DataFrame({"image": [image]}), params={"top_k": 3})

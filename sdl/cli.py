@@ -1,0 +1,320 @@
+"""The ``sdl`` command: tag images, retrieve images for a tag, manage registered models.
+
+    sdl tag IMAGE... [--model URI] [--tags FILE] [--top-k K] [--json]
+    sdl retrieve TAG --images DIR [--model URI] [--top N] [--json]
+    sdl models list --dataset NAME [--name MODEL] [--json]
+    sdl models promote --dataset NAME --version V [--reason TEXT]
+    sdl models rollback --dataset NAME [--reason TEXT]
+
+The model defaults to ``models:/sdl-embedded@champion``; the registry is the one of
+``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``), else the project's ``sqlite:///mlflow/mlflow.db``
+relative to the working directory. ``--tags FILE`` is a vocabulary (one tag per line): tags of
+the model's registered vocabulary keep their vectors, new ones are embedded with the
+word-vector source the model was registered with.
+
+Exit status: 0 all went well; 1 some images or tags could not be used (each named on stderr,
+the others are still processed and reported); 2 nothing could be done (no model, no usable
+tag, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "models:/sdl-embedded@champion"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+BATCH = 64
+
+
+class CliError(Exception):
+    """A fatal error: printed as ``sdl: error: ...``, exit status 2."""
+
+
+def _error(message: str) -> None:
+    print(f"sdl: error: {message}", file=sys.stderr)
+
+
+def _quiet() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("mlflow", "alembic", "urllib3", "sdl.registry"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("sdl").setLevel(logging.INFO if os.environ.get("SDL_VERBOSE") else logging.WARNING)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _check_store(model_uri: str | None = None) -> None:
+    from sdl import tracking
+
+    if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store():
+        if not Path("mlflow/mlflow.db").is_file():
+            raise CliError(
+                f"no MLflow store at {Path('mlflow/mlflow.db').resolve()}: run from the project root "
+                "or set MLFLOW_TRACKING_URI (or --tracking-uri)"
+            )
+
+
+def load_tagger(uri: str):  # type: ignore[no-untyped-def]
+    """The pyfunc at ``uri`` and the SDL tagger inside it."""
+    from sdl import tracking
+
+    _check_store(uri)
+    mlflow = tracking._mlflow()
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as error:  # MlflowException, OSError: name what failed
+        raise CliError(f"cannot load model {uri}: {error}") from None
+    return model, model.unwrap_python_model()
+
+
+def _vocabulary(tagger: Any, tags: Sequence[str] | None, errors: list[dict[str, str]]) -> tuple[list[str], Any]:
+    import numpy as np
+
+    if tags is None:
+        return list(tagger.tags), np.asarray(tagger.vectors)
+    kept, vectors, missing = tagger.vocabulary(tags)
+    for tag, why in missing.items():
+        _error(f"tag {tag!r} has no word vector: {why}")
+        errors.append({"tag": tag, "error": why})
+    if not kept:
+        raise CliError("none of the tags has a word vector")
+    return kept, vectors
+
+
+def _readable(paths: Sequence[str], errors: list[dict[str, str]]) -> list[str]:
+    from sdl.data.images import ImageDecodeError, load_rgb
+
+    good = []
+    for path in paths:
+        try:
+            if Path(path).is_dir():
+                raise ImageDecodeError(f"{path}: is a directory")
+            load_rgb(path)
+        except ImageDecodeError as error:
+            _error(str(error))
+            errors.append({"image": path, "error": str(error)})
+            continue
+        good.append(path)
+    return good
+
+
+def _predict(model: Any, paths: Sequence[str], tags: Sequence[str], vectors: Any, top_k: int):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    params = {"top_k": int(top_k), "tags": list(tags), "vectors": np.asarray(vectors, np.float64).ravel().tolist()}
+    frames = []
+    for start in range(0, len(paths), BATCH):
+        chunk = [str(Path(p).resolve()) for p in paths[start : start + BATCH]]
+        frames.append(model.predict(pd.DataFrame({"image": chunk}), params=params))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["tags", "scores", "unseen"])
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from sdl.wordvecs import load_vocabulary
+
+    errors: list[dict[str, str]] = []
+    requested = None
+    if args.tags:
+        try:
+            requested = load_vocabulary(args.tags)
+        except (OSError, ValueError) as error:
+            raise CliError(f"cannot read the tag file: {error}") from None
+    model, tagger = load_tagger(args.model)
+    tags, vectors = _vocabulary(tagger, requested, errors)
+    images = _readable(args.images, errors)
+    out = _predict(model, images, tags, vectors, args.top_k)
+    results = [
+        {"image": path, "tags": [{"tag": t, "score": float(s), "unseen": bool(u)}
+                                 for t, s, u in zip(row.tags, row.scores, row.unseen, strict=True)]}
+        for path, row in zip(images, out.itertuples(index=False), strict=True)
+    ]
+    if args.json:
+        print(json.dumps({"model": args.model, "results": results, "errors": errors}, indent=2))
+    else:
+        for result in results:
+            ranked = ", ".join(f"{t['tag']}{'*' if t['unseen'] else ''} {t['score']:.3f}" for t in result["tags"])
+            print(f"{result['image']}\t{ranked}")
+        if results and any(t["unseen"] for r in results for t in r["tags"]):
+            print("(* a tag the model never saw in training)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise CliError(f"{folder}: not a directory")
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CliError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    errors: list[dict[str, str]] = []
+    model, tagger = load_tagger(args.model)
+    kept, vectors, missing = tagger.vocabulary([args.tag])
+    if missing:
+        _error(f"tag {args.tag!r} has no word vector: {missing[args.tag]}")
+        return 1
+    images = _readable(files, errors)
+    out = _predict(model, images, kept, vectors, 1)
+    scores = [float(row.scores[0]) for row in out.itertuples(index=False)]
+    ranked = sorted(zip(images, scores, strict=True), key=lambda item: -item[1])
+    if args.top > 0:
+        ranked = ranked[: args.top]
+    seen = set(tagger.tags) - {t for t, u in zip(tagger.tags, tagger.unseen, strict=True) if u}
+    kind = "seen in training" if args.tag in seen else (
+        "unseen in training" if args.tag in set(tagger.tags) else "new: embedded with the model's word-vector source"
+    )
+    if args.json:
+        print(json.dumps({
+            "model": args.model, "tag": args.tag, "kind": kind,
+            "results": [{"rank": i + 1, "image": p, "score": s} for i, (p, s) in enumerate(ranked)],
+            "errors": errors,
+        }, indent=2))
+    else:
+        print(f"# {args.tag!r} ({kind}): {len(ranked)} of {len(images)} images, best first", file=sys.stderr)
+        for rank, (path, score) in enumerate(ranked, start=1):
+            print(f"{rank}\t{score:.4f}\t{path}")
+    return 1 if errors else 0
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    return args.name or f"sdl-{args.dataset}"
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from sdl import registry
+
+    _check_store()
+    name = _model_name(args)
+    versions = registry.list_versions(name)
+    if not versions:
+        raise CliError(f"no registered versions of {name}")
+    history = registry.champion_history(name)
+    if args.json:
+        print(json.dumps({
+            "name": name, "versions": [v.__dict__ for v in versions], "champion_history": history,
+        }, indent=2, default=str))
+        return 0
+    metrics = {k for v in versions for k in v.metrics}
+    primary = {v.tags["gate.primary_metric"].replace("@", "_at_") for v in versions if "gate.primary_metric" in v.tags}
+    shown = [m for m in ("zsl.map", "gzsl.map", *sorted(primary)) if m in metrics]
+    shown = list(dict.fromkeys(shown))
+    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "backbone"]
+    rows = []
+    for v in versions:
+        gate = v.tags.get("gate.decision", "-")
+        if v.tags.get("gate.challenger_value") and v.tags.get("gate.primary_metric"):
+            gate += f" ({v.tags['gate.primary_metric']} {v.tags['gate.challenger_value']})"
+        rows.append([
+            str(v.version), ",".join(v.aliases) or "-", v.status, v.created,
+            *[f"{v.metrics[m]:.2f}" if m in v.metrics else "-" for m in shown],
+            gate, v.tags.get("git_commit", "-")[:12], v.tags.get("backbone", "-"),
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print(f"{name}")
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    if history:
+        print("champion history (oldest first):")
+        for entry in history:
+            print(f"  {entry['time']}  {entry['action']:<8} v{entry['previous'] or '-'} -> v{entry['version']}"
+                  f"  by {entry.get('user', '?')}: {entry.get('reason', '')}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from sdl import registry
+
+    _check_store()
+    name = _model_name(args)
+    reason = args.reason or "promoted by hand"
+    try:
+        previous = registry.promote(name, args.version, reason, action="promote")
+    except registry.RegistrationError as error:
+        raise CliError(str(error)) from None
+    if previous == args.version:
+        print(f"{name}: version {args.version} already is champion; nothing changed")
+    else:
+        print(f"{name}: champion v{previous if previous is not None else '-'} -> v{args.version} ({reason})")
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from sdl import registry
+
+    _check_store()
+    name = _model_name(args)
+    try:
+        current, target = registry.rollback(name, args.reason or "")
+    except registry.RegistrationError as error:
+        raise CliError(str(error)) from None
+    print(f"{name}: champion rolled back v{current if current is not None else '-'} -> v{target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdl", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tag = commands.add_parser("tag", help="top-k tags of images")
+    tag.add_argument("images", nargs="+", metavar="IMAGE")
+    tag.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
+    tag.add_argument("--tags", metavar="FILE", help="vocabulary file, one tag per line (default: the model's)")
+    tag.add_argument("--top-k", type=int, default=5, metavar="K")
+    tag.add_argument("--json", action="store_true", help="print JSON")
+    tag.set_defaults(func=cmd_tag)
+
+    retrieve = commands.add_parser("retrieve", help="rank the images of a folder for a tag (seen, unseen or new)")
+    retrieve.add_argument("tag", metavar="TAG")
+    retrieve.add_argument("--images", required=True, metavar="DIR")
+    retrieve.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
+    retrieve.add_argument("--top", type=int, default=10, metavar="N", help="show the best N (0: all)")
+    retrieve.add_argument("--json", action="store_true", help="print JSON")
+    retrieve.set_defaults(func=cmd_retrieve)
+
+    models = commands.add_parser("models", help="registered models: list, promote, rollback")
+    actions = models.add_subparsers(dest="action", required=True)
+    for action, helptext, func in (
+        ("list", "versions with their metrics, aliases and champion history", cmd_models_list),
+        ("promote", "make a version champion (by hand)", cmd_models_promote),
+        ("rollback", "give champion back to the previous champion", cmd_models_rollback),
+    ):
+        sub = actions.add_parser(action, help=helptext)
+        sub.add_argument("--dataset", required=True)
+        sub.add_argument("--name", help="registered model name (default sdl-<dataset>)")
+        if action == "promote":
+            sub.add_argument("--version", type=int, required=True)
+        if action in ("promote", "rollback"):
+            sub.add_argument("--reason", default="", help="why (recorded in the champion history)")
+        if action == "list":
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    _quiet()
+    if getattr(args, "top_k", 1) < 1:
+        parser.error("--top-k must be >= 1")
+    try:
+        return int(args.func(args))
+    except CliError as error:
+        _error(str(error))
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

