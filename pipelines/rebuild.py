@@ -2,7 +2,8 @@
 
 DVC alone decides what is up to date (each task runs ``dvc repro <stage>@<dataset>``); the
 stage list and its order come from dvc.yaml, so there is no second copy of the DAG. Prefect
-adds retries on the stages that touch the network or a server, and a readable run log.
+adds retries on the stages that touch the network or a server, and a readable run log. The
+project's pipeline lock (pipelines/lock.py) keeps a second run from starting beside it.
 
     python -m pipelines.rebuild --dataset embedded
 
@@ -34,6 +35,8 @@ configure_prefect_environment()
 
 import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
+
+from pipelines.lock import pipeline_lock  # noqa: E402
 
 # Stages that talk to the outside world (downloads) or to a server (the MLflow registry):
 # only they are retried. A failed local computation would fail the same way again.
@@ -90,9 +93,10 @@ def rebuild(dataset: str = "embedded", force: bool = False, root: str | None = N
     logger = get_run_logger()
     project = Path(root) if root else PROJECT_ROOT
     outcome: dict[str, str] = {}
-    for stage in stage_names(project):
-        outcome[stage] = stage_task(stage)(stage, dataset, project, force)
-        logger.info("%s@%s: %s", stage, dataset, outcome[stage])
+    with pipeline_lock(project, f"rebuild {dataset}"):
+        for stage in stage_names(project):
+            outcome[stage] = stage_task(stage)(stage, dataset, project, force)
+            logger.info("%s@%s: %s", stage, dataset, outcome[stage])
     return outcome
 
 

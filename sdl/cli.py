@@ -118,18 +118,39 @@ def _predict(model: Any, paths: Sequence[str], tags: Sequence[str], vectors: Any
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["tags", "scores", "unseen"])
 
 
-def cmd_tag(args: argparse.Namespace) -> int:
-    from sdl.wordvecs import load_vocabulary
+def _tag_file_vocabulary(tagger: Any, path: str, errors: list[dict[str, str]]) -> tuple[list[str], Any]:
+    """Tags of a vocabulary file (sdl/vocabulary.py format): a tag's vector is the normalised
+    mean of its forms' vectors (registered ones as registered, new ones from the model's
+    word-vector source); tags with a form that has no vector are reported and left out."""
+    from sdl.vocabulary import Vocabulary, read_vocabulary_file, tag_vectors
 
+    try:
+        entries = read_vocabulary_file(path)
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot read the tag file: {error}") from None
+    if not Path(path).is_file() or not entries:
+        raise CliError(f"{path}: no tags")
+    texts = list(dict.fromkeys(t for e in entries for t in e.texts))
+    kept, vectors = _vocabulary(tagger, texts, errors)
+    found = dict(zip(kept, vectors, strict=True))
+    usable = [e for e in entries if all(t in found for t in e.texts)]
+    if not usable:
+        raise CliError("none of the tags has a word vector")
+    return [e.tag for e in usable], tag_vectors(Vocabulary(usable, ["extra"] * len(usable)), found)
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
     errors: list[dict[str, str]] = []
-    requested = None
-    if args.tags:
-        try:
-            requested = load_vocabulary(args.tags)
-        except (OSError, ValueError) as error:
-            raise CliError(f"cannot read the tag file: {error}") from None
     model, tagger = load_tagger(args.model)
-    tags, vectors = _vocabulary(tagger, requested, errors)
+    if args.vocabulary:  # a project's current vocabulary (data/<dataset>/vocabulary.parquet)
+        try:
+            tags, vectors, _ = tagger.live_vocabulary(args.vocabulary)
+        except (OSError, ValueError, KeyError) as error:
+            raise CliError(f"cannot read the vocabulary {args.vocabulary}: {error}") from None
+    elif args.tags:
+        tags, vectors = _tag_file_vocabulary(tagger, args.tags, errors)
+    else:
+        tags, vectors = _vocabulary(tagger, None, errors)
     images = _readable(args.images, errors)
     out = _predict(model, images, tags, vectors, args.top_k)
     results = [
@@ -268,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="top-k tags of images")
     tag.add_argument("images", nargs="+", metavar="IMAGE")
     tag.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
-    tag.add_argument("--tags", metavar="FILE", help="vocabulary file, one tag per line (default: the model's)")
+    tag.add_argument("--tags", metavar="FILE", help="vocabulary file: one tag per line, 'tag = form | form' for word forms (default: the model's)")
+    tag.add_argument("--vocabulary", metavar="PARQUET", help="a project's current vocabulary, e.g. data/embedded/vocabulary.parquet")
     tag.add_argument("--top-k", type=int, default=5, metavar="K")
     tag.add_argument("--json", action="store_true", help="print JSON")
     tag.set_defaults(func=cmd_tag)

@@ -94,6 +94,28 @@ class RegisterParams:
 
 
 @dataclass(frozen=True)
+class RetrainParams:
+    """When the scheduled ``retrain`` flow retrains: the growth since the champion was trained
+    that makes it due (any threshold reached; null turns a threshold off), and its cron schedule."""
+
+    schedule: str = "0 3 * * *"
+    min_new_tags: int | None = 10
+    min_new_images: int | None = 1000
+    min_relative_growth: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        fields = self.schedule.split()
+        if len(fields) != 5:
+            raise ValueError(f"schedule must be a cron expression of 5 fields, got {self.schedule!r}")
+        for name in ("min_new_tags", "min_new_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null, got {value}")
+        if self.min_relative_growth is not None and not self.min_relative_growth > 0:
+            raise ValueError(f"min_relative_growth must be > 0 or null, got {self.min_relative_growth}")
+
+
+@dataclass(frozen=True)
 class DatasetParams:
     """All stage sections of one dataset."""
 
@@ -105,6 +127,7 @@ class DatasetParams:
     train: TrainConfig
     evaluate: EvaluateParams
     register: RegisterParams
+    retrain: RetrainParams = field(default_factory=RetrainParams)
 
     @property
     def model_name(self) -> str:
@@ -134,8 +157,15 @@ def dataset_params(params: Mapping[str, Any], dataset: str) -> DatasetParams:
         if dataset not in stage_section:
             raise ParamsError(f"params: missing section '{stage}.{dataset}'")
         sections[stage] = from_mapping(cls, stage_section[dataset] or {}, f"{stage}.{dataset}")
+    retrain = params.get("retrain") or {}
+    if not isinstance(retrain, Mapping):
+        raise ParamsError("params: 'retrain' must be a mapping of datasets")
+    sections["retrain"] = from_mapping(RetrainParams, retrain.get(dataset) or {}, f"retrain.{dataset}")
     result = DatasetParams(name=dataset, **sections)
     _check_cross_section(result)
+    from sdl.data.sources import check_options  # here: the dataset kinds import requests and PIL
+
+    check_options(result.download.kind, result.download.options, f"download.{dataset}")
     return result
 
 
@@ -144,7 +174,7 @@ def check_params(params: Mapping[str, Any]) -> list[DatasetParams]:
     datasets = params.get("datasets")
     if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
         raise ParamsError("params: 'datasets' must be a non-empty list of dataset names")
-    unknown_top = set(params) - {"datasets", *STAGES} - {k for k in params if str(k).startswith("_")}
+    unknown_top = set(params) - {"datasets", "retrain", *STAGES} - {k for k in params if str(k).startswith("_")}
     if unknown_top:
         raise ParamsError(f"params: unknown top-level key(s) {sorted(unknown_top)}")
     return [dataset_params(params, name) for name in datasets]

@@ -43,3 +43,27 @@ def evaluation_tables(
             p, r, f1 = precision_recall_f1_at_k(s, t, k, protocol=protocol)
             curve.append({"setting": setting, "k": k, "precision": p, "recall": r, "f1": f1})
     return pd.DataFrame(per_tag), pd.DataFrame(curve)
+
+
+def with_extra_tags(
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str
+) -> dict[str, Any]:
+    """P/R/F1@K when the vocabulary's extra tags (columns after the dataset's, no labelled
+    image) compete in every image's top K: how much the grown vocabulary distracts the tagger.
+    ``scores`` has the dataset's columns first, then the extra tags'."""
+    num_dataset = len(tags.all_tags)
+    num_extra = scores.shape[1] - num_dataset
+    padded = np.concatenate([targets, np.zeros((len(targets), num_extra), targets.dtype)], axis=1)
+    columns = {
+        "zsl": np.r_[len(tags.seen) : scores.shape[1]],  # unseen + extra
+        "gzsl": np.arange(scores.shape[1]),
+    }
+    result: dict[str, Any] = {"tags": int(scores.shape[1]), "extra_tags": int(num_extra)}
+    for setting, cols in columns.items():
+        result[setting] = {}
+        for k in ks:
+            if k > len(cols):
+                continue
+            p, r, f1 = precision_recall_f1_at_k(scores[:, cols], padded[:, cols], k, protocol=protocol)
+            result[setting].update({f"precision@{k}": p, f"recall@{k}": r, f"f1@{k}": f1})
+    return result

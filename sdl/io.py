@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -35,9 +37,50 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if error.errno is not None and error.filename is None:
+            # a full disk fails in write/fsync, whose errors name no file: name the target
+            # (OSError(errno, ...) is the errno's subclass: PermissionError for EACCES, ...)
+            raise OSError(error.errno, f"{error.strerror or error} (writing)", str(target)) from error
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary sibling of ``path``; move it over ``path`` on success.
+
+    The old folder stays in place until the new one is complete, so a crash or a full disk
+    leaves the old folder (or, between two renames, none), never a half-written one; on an
+    error the temporary folder is removed and the old folder is kept.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    staging.mkdir()  # not mkdtemp: its 0700 mode would become the output's
+    try:
+        yield staging
+        for file in staging.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        old = None
+        if target.exists() or target.is_symlink():
+            old = target.with_name(f".{target.name}.{os.getpid()}.old")
+            os.replace(target, old)
+        os.replace(staging, target)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

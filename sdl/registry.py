@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from sdl import tracking
+from sdl.redaction import redact_mapping
+from sdl.vocabulary import vocabulary_hash
 from sdl.serving import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, SDLTagger, png_base64, write_vocabulary
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,8 @@ def source_config(spec: Mapping[str, Any] | None, name: str | None = None, base_
         if key in ("path", "matrix", "vocab") and isinstance(value, str) and not Path(value).is_absolute():
             value = str((Path(base_dir) / value).resolve())
         resolved[key] = value
-    config = {SOURCE_CONFIG: json.dumps(resolved, sort_keys=True)}
+    # the config travels with the registered model: never credentials (see sdl.redaction)
+    config = {SOURCE_CONFIG: json.dumps(redact_mapping(resolved), sort_keys=True)}
     if name:
         config[SOURCE_NAME_CONFIG] = name
     return config
@@ -109,6 +112,7 @@ def _signature():  # type: ignore[no-untyped-def]
             ParamSpec("top_k", "long", 5),
             ParamSpec("tags", "string", [], shape=(-1,)),
             ParamSpec("vectors", "double", [], shape=(-1,)),
+            ParamSpec("vocabulary", "string", ""),
         ]),
     )
 
@@ -138,7 +142,7 @@ def log_pyfunc(
         try:
             info = mlflow.pyfunc.log_model(
                 name="tagger",
-                python_model=SDLTagger(),
+                python_model=str(Path(sdl.__file__).parent / "pyfunc_entry.py"),  # code, not a pickle
                 artifacts={"model": str(model_dir), "vocabulary": str(vocabulary_path)},
                 code_paths=[str(Path(sdl.__file__).parent)],
                 pip_requirements=_requirements(),
@@ -487,12 +491,6 @@ def evaluate_registered(name: str, version: int, data: GateData) -> dict[str, An
     return summarise(scores, data.targets, data.tags, data.ks, data.protocol)
 
 
-def _vocabulary_hash(tags: Sequence[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(tags).encode()).hexdigest()[:16]
-
-
 def run_gate(
     name: str, challenger: int, data: GateData, primary_metric: str = "gzsl.map", min_margin: float = 0.0,
 ) -> GateDecision:
@@ -535,7 +533,7 @@ def run_gate(
         promoted=promoted, reason=reason, primary_metric=primary_metric, min_margin=min_margin,
         challenger_version=challenger, champion_version=champion, challenger_value=challenger_value,
         champion_value=champion_value, delta=delta, images=len(data.paths),
-        vocabulary_hash=_vocabulary_hash(data.tags.all_tags), challenger_metrics=challenger_metrics,
+        vocabulary_hash=vocabulary_hash(data.tags.all_tags), challenger_metrics=challenger_metrics,
         champion_metrics=champion_metrics,
     )
     _write_decision(name, decision)
@@ -597,6 +595,43 @@ class VersionInfo:
     run_id: str
     metrics: dict[str, float]
     tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChampionState:
+    """What the champion was trained and registered with (for the retraining decision)."""
+
+    version: int
+    tags: list[str]  # its registered (serving) vocabulary
+    labelled_images: int
+    run_id: str
+
+
+def champion_state(name: str) -> ChampionState | None:
+    """The champion's vocabulary (from its registered artifact) and labelled-image count (from
+    its lineage tags), or None when ``name`` has no champion."""
+    import pandas as pd
+
+    version = current_alias_version(name, CHAMPION)
+    if version is None:
+        return None
+    mv = _client().get_model_version(name, str(version))
+    mlflow = tracking._mlflow()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}/artifacts/{VOCABULARY_FILE}", dst_path=scratch
+        )
+        tags = pd.read_parquet(path, columns=["tag"])["tag"].tolist()
+    images = int((mv.tags or {}).get("labelled_images", "0"))
+    return ChampionState(version=version, tags=tags, labelled_images=images, run_id=mv.run_id or "")
+
+
+def version_of_run(name: str, run_id: str) -> VersionInfo | None:
+    """The complete version of ``name`` registered from ``run_id``, if there is one."""
+    for info in list_versions(name):
+        if info.run_id == run_id and info.status == "complete":
+            return info
+    return None
 
 
 def list_versions(name: str) -> list[VersionInfo]:

@@ -17,6 +17,7 @@ Metrics are percentages, keyed as in ``eval.json``: ``{"zsl": {"map", "precision
 from __future__ import annotations
 
 import html
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from sdl import tracking
+from sdl.data.images import ImageDecodeError, load_rgb
+from sdl.data.split import TagSplit
+
+log = logging.getLogger(__name__)
 
 SETTINGS = ("zsl", "gzsl")
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "references" / "published.yaml"
@@ -484,3 +491,85 @@ def plot_image_grid(items: Sequence[GridItem], unseen: set[str], path: str | Pat
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format="png", bbox_inches="tight")
     return path
+
+
+# --------------------------------------------------------------------------- the evaluation report
+
+PLOT_FILES = ("per_tag_ap_unseen.png", "pr_at_k.png", "test_images_topk.png")
+
+
+def chance_levels(targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str) -> dict[str, dict[str, float]]:
+    """Expected P/R/F1@K of a random ranking per setting (the chance mAPs are in eval.json)."""
+    unseen = np.arange(len(tags.seen), len(tags.all_tags))
+    columns = {"zsl": unseen, "gzsl": np.arange(len(tags.all_tags))}
+    return {s: chance_at_k(targets, c, ks, protocol) for s, c in columns.items()}
+
+
+def grid_items(
+    paths: Sequence[Path], tag_lists: Sequence[Sequence[str]], scores: np.ndarray, tags: TagSplit,
+    count: int, top_k: int,
+) -> list[GridItem]:
+    """``count`` test images spread evenly over the split, with their GZSL top-k tags."""
+    if count <= 0 or not len(paths):
+        return []
+    picks = sorted(set(np.linspace(0, len(paths) - 1, min(count, len(paths))).round().astype(int).tolist()))
+    names = np.asarray(tags.all_tags, dtype=object)
+    items = []
+    for i in picks:
+        order = np.argsort(-scores[i], kind="stable")[:top_k]
+        try:
+            image = load_rgb(paths[i])
+        except ImageDecodeError as error:  # scored before, so unlikely: skip the image
+            log.warning("grid: %s", error)
+            continue
+        items.append(GridItem(
+            image=image, predicted=[(str(names[j]), float(scores[i, j])) for j in order],
+            truth=set(tag_lists[i]), caption=Path(paths[i]).name,
+        ))
+    return items
+
+
+def write_evaluation_report(
+    dataset: str, results: dict[str, Any], chance: dict[str, dict[str, float]], per_tag: Any, curves: Any,
+    items: list[GridItem], unseen: set[str], plots: Path, references_path: str | None, run_id: str | None,
+) -> dict[str, float]:
+    """Plots into ``plots``; comparison metrics, tables and plots into the MLflow run.
+    Returns the comparison metrics (empty without published results for ``dataset``)."""
+    published: list[PublishedResult] = []
+    references = None
+    if references_path and Path(references_path).is_file():
+        references = load_references(references_path)
+        published = references.for_dataset(dataset)
+    else:
+        log.warning("no reference table at %s: comparing with chance only", references_path)
+    comparison = comparison_metrics(results, published)
+    table = comparison_table(results, published, chance)
+    header = [f"Dataset: {dataset}; test images: ZSL {results.get('images', {}).get('zsl', '?')}, "
+              f"GZSL {results.get('images', {}).get('gzsl', '?')}; protocol: {results.get('protocol', '?')}."]
+    if references is not None:
+        header.append(f"References: {Path(references.path or '').name} version {references.version}.")
+    if run_id:
+        header.append(f"MLflow run: {run_id}.")
+    papers = references.papers if references else None
+    title = f"{dataset}: ours vs published"
+    markdown = table_markdown(table, title, published, papers, header)
+    page = table_html(table, title, published, papers, header)
+    plot_unseen_ap(per_tag, plots / PLOT_FILES[0])
+    plot_pr_at_k(curves, plots / PLOT_FILES[1])
+    if items:
+        plot_image_grid(items, unseen, plots / PLOT_FILES[2])
+    elif (plots / PLOT_FILES[2]).exists():
+        (plots / PLOT_FILES[2]).unlink()
+    if run_id:
+        tracking.log_metrics(run_id, comparison)
+        tracking.log_text(run_id, markdown, "evaluation/comparison.md")
+        tracking.log_text(run_id, page, "evaluation/comparison.html")
+        tracking.set_run_tags(run_id, {
+            "references.version": references.version if references else "none",
+            "references.compared": ",".join(r.key for r in published) or "none",
+        })
+        for name in ("per_tag_ap.csv", "pr_at_k.csv", *PLOT_FILES):
+            if (plots / name).exists():
+                tracking.log_artifact(run_id, plots / name, "evaluation")
+    log.info("comparison with %d published result(s):\n%s", len(published), markdown)
+    return comparison

@@ -8,6 +8,10 @@ vocabulary keep their vectors; new ones are embedded with the word-vector source
 registered with, ``model_config["wordvec_source"]``, when that source is installed) or ``tags``
 with ``vectors`` (a flat list of len(tags) x d numbers, row by row, as MLflow params are 1-D).
 SDL ranks tags it has never seen through their word vectors, so new tags need no retraining.
+The current vocabulary of a project (``data/<dataset>/vocabulary.parquet``, which the
+``embed`` stage rewrites when tags are added) can be used instead of the registered one:
+``params={"vocabulary": path}``, or the environment variable ``SDL_VOCABULARY`` for a served
+model (the file is read again whenever it changes).
 
 Input: a DataFrame with an ``image`` column (called directly, also a list or an array of
 images); each value a path, a base64 string, raw bytes or an HWC uint8 array. Output: a DataFrame with, per image, the
@@ -36,6 +40,7 @@ VOCABULARY_FILE = "vocabulary.parquet"
 # (``sdl.wordvecs`` fingerprint) that the registered vocabulary was embedded with.
 SOURCE_CONFIG = "wordvec_source"
 SOURCE_NAME_CONFIG = "wordvec_source_name"
+LIVE_VOCABULARY_ENV = "SDL_VOCABULARY"
 
 try:  # the class must subclass PythonModel when MLflow is there; sdl itself does not need it
     from mlflow.pyfunc import PythonModel as _PythonModel
@@ -110,6 +115,9 @@ class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
         params = params or {}
         top_k = int(params.get("top_k", 5))
         tags, vectors, unseen = self.tags, self.vectors, self.unseen
+        live = params.get("vocabulary") or os.environ.get(LIVE_VOCABULARY_ENV)
+        if live:
+            tags, vectors, unseen = self.live_vocabulary(live)
         given = params.get("tags")
         if given is not None and len(given):
             tags = [str(t) for t in given]
@@ -147,6 +155,17 @@ class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
             }
         )
 
+
+    def live_vocabulary(self, path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """A project's current vocabulary file (tag, vector, unseen), re-read when it changes."""
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+        if getattr(self, "_live_key", None) != key:
+            tags, vectors, unseen = read_vocabulary(path)
+            if vectors.shape[1] != self.vectors.shape[1]:
+                raise ValueError(f"{path}: vectors have dim {vectors.shape[1]}, the model {self.vectors.shape[1]}")
+            self._live_key, self._live = key, (tags, vectors, unseen)
+        return self._live
 
     def score(self, images: Sequence[Any], vectors: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Scores (N, C) of decoded images (PIL) for tag vectors (C, d), as the model ranks them."""

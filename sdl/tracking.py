@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.io import write_json
+from sdl.redaction import redact, redact_mapping
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,45 @@ def uses_local_store() -> bool:
     return tracking_uri() == default_store_uri()
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached; nothing was logged or registered."""
+
+
+_REACHED: set[str] = set()
+
+
+def check_reachable(uri: str, attempts: int = 3, timeout: float = 5.0) -> None:
+    """For an ``http(s)`` tracking URI, connect to its server once per process (a few tries)
+    and raise :class:`TrackingUnavailable`, naming it, when nothing answers: a clear error at
+    once instead of MLflow's minutes of retries ending in a stack of connection errors."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import urllib.request
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or uri in _REACHED:
+        return
+    proxies = urllib.request.getproxies()
+    if (parts.scheme in proxies or "all" in proxies) and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return  # reached through a proxy: a direct connection proves nothing; MLflow reports failures
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    reason = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+                _REACHED.add(uri)
+                return
+        except OSError as error:
+            reason = str(error)
+    raise TrackingUnavailable(
+        f"the MLflow tracking server at {redact(uri)} is unavailable ({reason}); nothing was logged or "
+        "registered: start it (or set MLFLOW_TRACKING_URI to one that runs) and run this stage again"
+    )
+
+
 def _mlflow():  # type: ignore[no-untyped-def]
     import mlflow
 
@@ -52,6 +92,7 @@ def _mlflow():  # type: ignore[no-untyped-def]
     uri = tracking_uri()
     if uses_local_store():
         Path("mlflow").mkdir(exist_ok=True)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow
@@ -103,11 +144,15 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 
 def start_run(dataset: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-    """Create a run in the dataset's experiment, log its tags and (flattened) params; return its id."""
+    """Create a run in the dataset's experiment, log its tags and (flattened) params; return its id.
+
+    Credentials never reach the store: credential-like keys are masked and URLs lose their
+    user-info (see :mod:`sdl.redaction`)."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    run = client.create_run(ensure_experiment(dataset), run_name=run_name, tags=dict(tags))
-    flat = {k: str(v)[:_MAX_PARAM_LENGTH] for k, v in flatten(params).items()}
+    safe_tags = {str(k): str(v) for k, v in redact_mapping(dict(tags)).items()}
+    run = client.create_run(ensure_experiment(dataset), run_name=run_name, tags=safe_tags)
+    flat = {k: str(v)[:_MAX_PARAM_LENGTH] for k, v in redact_mapping(flatten(params)).items()}
     items = list(flat.items())
     for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
@@ -146,7 +191,7 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 def set_run_tags(run_id: str, tags: Mapping[str, Any]) -> None:
     """Set (string) tags on a run."""
     mlflow = _mlflow()
-    entries = [mlflow.entities.RunTag(str(k), str(v)) for k, v in tags.items()]
+    entries = [mlflow.entities.RunTag(str(k), str(v)) for k, v in redact_mapping(dict(tags)).items()]
     for start in range(0, len(entries), 100):
         mlflow.MlflowClient().log_batch(run_id, tags=entries[start : start + 100])
 
@@ -165,7 +210,7 @@ def record_metrics(path: str | Path, metrics: Mapping[str, Any], run_id: str | N
 
 def write_run_file(folder: str | Path, run_id: str, dataset: str) -> None:
     """Remember which MLflow run produced a model folder."""
-    write_json(Path(folder) / RUN_FILE, {"run_id": run_id, "dataset": dataset, "tracking_uri": tracking_uri()})
+    write_json(Path(folder) / RUN_FILE, {"run_id": run_id, "dataset": dataset, "tracking_uri": redact(tracking_uri())})
 
 
 def read_run_id(folder: str | Path) -> str:

@@ -7,6 +7,22 @@ scores seen + unseen tags. A checkpoint (model, optimizer, scheduler, scaler, RN
 position in the epoch, config) is written atomically every epoch (and every
 ``checkpoint_every_steps``), and ``train`` resumes from it exactly. The best model by a
 validation metric (the released code uses GZSL F1@3) is kept.
+
+Speed (see BENCHMARKS.md, "Training"): bf16 autocast where the GPU supports it (fp16 with a
+gradient scaler otherwise), channels_last, optional ``torch.compile``, fused Adam and cuDNN
+autotuning on CUDA, pinned-memory loaders whose workers persist across epochs, and the
+host-to-device copy of the next batch on a side stream while the current step computes. The
+step reads nothing back to the host: the running loss stays on the device, and the progress
+bar / log lines show it through an asynchronous copy started at the previous log point
+(every 10 steps with a bar, 5 times an epoch without), so they lag by one log interval and
+never wait for the GPU; the epoch's mean loss is read once, at the end of the epoch. (The
+SDL loss itself still synchronises: its chunking sizes come from the data, see sdl.losses.)
+
+Multi-GPU (``sdl.distributed``): under torchrun every rank trains on its shard of each global
+batch of ``batch_size`` images (``batch_size / world size`` each, ``EpochOrder`` with a rank),
+DDP averages the gradients, BatchNorm is synchronised on CUDA, and rank 0 alone validates,
+keeps the best model, writes checkpoints and calls ``on_epoch_end``. A checkpoint resumes
+under any world size that divides ``batch_size``.
 """
 
 from __future__ import annotations
@@ -28,8 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sdl import distributed
 from sdl.data.dataset import AugmentConfig, TaggedImageDataset
 from sdl.inference import compute_scores, resolve_device
 from sdl.losses import create_loss
@@ -70,6 +87,12 @@ class TrainConfig:
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 0
     max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap is for smoke tests)
+    # How, not what (left out of the fingerprint): processes (GPUs) per node under torchrun,
+    # an integer or "auto" (one per visible GPU); batch_size stays the global batch.
+    nproc_per_node: int | str = 1
+    pin_memory: bool = True  # page-locked loader batches (CUDA only)
+    persistent_workers: bool = True  # loader workers live across epochs (num_workers > 0)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (num_workers > 0; shared memory!)
 
     def __post_init__(self) -> None:
         positive = ("num_rows", "image_size", "epochs", "batch_size", "eval_batch_size")
@@ -86,13 +109,22 @@ class TrainConfig:
             raise ValueError(f"train.pct_start must be in (0, 1), got {self.pct_start}")
         if self.num_workers < 0 or self.checkpoint_every_steps < 0 or self.max_steps_per_epoch < 0:
             raise ValueError("train.num_workers, checkpoint_every_steps, max_steps_per_epoch must be >= 0")
+        if self.nproc_per_node != "auto" and (
+            isinstance(self.nproc_per_node, bool) or not isinstance(self.nproc_per_node, int) or self.nproc_per_node < 1
+        ):
+            raise ValueError(f"train.nproc_per_node must be an integer >= 1 or 'auto', got {self.nproc_per_node!r}")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"train.prefetch_factor must be >= 1, got {self.prefetch_factor}")
         setting, _, metric = self.best_metric.partition(".")
         if setting not in ("zsl", "gzsl") or not metric:
             raise ValueError(f"train.best_metric must look like 'gzsl.f1@3', got {self.best_metric!r}")
 
     def fingerprint(self) -> str:
         """A hash of the settings that change what training computes (not where/how fast)."""
-        ignored = {"num_workers", "device", "eval_batch_size", "checkpoint_every_steps"}
+        ignored = {
+            "num_workers", "device", "eval_batch_size", "checkpoint_every_steps", "nproc_per_node",
+            "pin_memory", "persistent_workers", "prefetch_factor",
+        }
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -132,23 +164,131 @@ class TrainResult:
 
 
 class EpochOrder(Sampler[int]):
-    """A seeded permutation per epoch that can start part-way (to resume inside an epoch)."""
+    """A seeded permutation per epoch that can start part-way (to resume inside an epoch).
 
-    def __init__(self, size: int, seed: int) -> None:
+    With ``world_size`` > 1 each rank takes every ``world_size``-th sample of the permutation,
+    from ``start + rank``. A global batch of B = b * world_size images is then split exactly:
+    step s of rank r holds positions ``start + s*B + r + world_size*j`` (j < b), and the union
+    over the ranks of step s is positions ``[start + s*B, start + (s+1)*B)``, the batch that a
+    single process with batch size B trains on at step s.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.size, self.seed = size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_position(self, epoch: int, start: int) -> None:
-        """Use the order of ``epoch`` and skip its first ``start`` samples."""
+        """Use the order of ``epoch`` and skip its first ``start`` samples (global count)."""
         self.epoch, self.start = epoch, start
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)
-        return iter(order[self.start :].tolist())
+        return iter(order[self.start + self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return len(range(self.start + self.rank, self.size, self.world_size))
+
+
+class _EpochIndices(Sampler[tuple[int, int]]):
+    """``EpochOrder``'s indices paired with its epoch, for workers that outlive an epoch."""
+
+    def __init__(self, order: EpochOrder) -> None:
+        self.order = order
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        epoch = self.order.epoch
+        return ((epoch, index) for index in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class _EpochDataset(Dataset):
+    """Items addressed by (epoch, index): persistent workers hold their own copy of the
+    dataset, so the epoch (which selects the augmentation draws) travels with each index."""
+
+    def __init__(self, dataset: TaggedImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        if self.dataset.epoch != epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def _device_batches(batches, device: torch.device, channels_last: bool):  # type: ignore[no-untyped-def]
+    """Batches on ``device``. On CUDA the next batch is copied on a side stream while the
+    current one computes (the loader pins it), so the step does not wait for the copy."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type != "cuda":
+        for images, targets in batches:
+            yield images.to(device).contiguous(memory_format=memory_format), targets.to(device)
+        return
+    stream = torch.cuda.Stream(device)
+
+    def stage(batch):  # type: ignore[no-untyped-def]
+        if batch is None:
+            return None
+        images, targets = batch
+        with torch.cuda.stream(stream):
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            targets = targets.to(device, non_blocking=True)
+        return images, targets
+
+    iterator = iter(batches)
+    staged = stage(next(iterator, None))
+    while staged is not None:
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(stream)
+        images, targets = staged
+        images.record_stream(current)  # the allocator must not reuse them before the step ends
+        targets.record_stream(current)
+        staged = stage(next(iterator, None))
+        yield images, targets
+
+
+class _LossMeter:
+    """The running sum of the training loss, kept on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.total = torch.zeros((), device=device)
+        self.steps = 0
+        self._host = torch.zeros((), pin_memory=device.type == "cuda")
+        self._event: torch.cuda.Event | None = None
+        self._host_steps = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.steps += 1
+
+    def peek(self) -> float | None:
+        """The mean loss for display, without waiting for the GPU: on CUDA, the value copied at
+        the previous call (if the copy has landed), while a copy of the current sum starts."""
+        if self.device.type != "cuda":
+            return self.total.item() / max(self.steps, 1)
+        value = None
+        if self._event is not None and self._event.query():
+            value = self._host.item() / max(self._host_steps, 1)
+        if self._event is None or self._event.query():
+            self._host.copy_(self.total, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+            self._host_steps = self.steps
+        return value
+
+    def mean(self, context: distributed.DistContext) -> float:
+        """The epoch's mean loss over every rank's images (one host sync, one all-reduce)."""
+        total = context.all_reduce_mean_(self.total.clone())
+        return total.item() / max(self.steps, 1)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -215,23 +355,63 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train, validate every epoch, checkpoint, keep the best model in ``out_dir/best``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train, validate every epoch, checkpoint, keep the best model in ``out_dir/best``.
+
+    Under torchrun (``WORLD_SIZE`` > 1) this is one rank of a data-parallel run: see
+    ``sdl.distributed``. Rank 0 alone writes ``out_dir`` and calls ``on_epoch_end``; every
+    rank returns the same result.
+    """
     device = resolve_device(config.device)
+    with distributed.process_group(device) as context:
+        return _train(config, data, Path(out_dir), distributed.rank_device(device, context), context,
+                      resume=resume, progress=progress and context.is_main, on_epoch_end=on_epoch_end)
+
+
+def _train(
+    config: TrainConfig,
+    data: TrainData,
+    out_dir: Path,
+    device: torch.device,
+    context: distributed.DistContext,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     if len(data.train_paths) < 2:
         raise ValueError(f"need at least 2 training images, got {len(data.train_paths)}")
+    world = context.world_size
+    if config.batch_size % world:
+        raise ValueError(f"train.batch_size {config.batch_size} is not divisible by the {world} processes")
+    if world > 1 and len(data.train_paths) < config.batch_size:
+        raise ValueError(
+            f"{world} processes need at least batch_size = {config.batch_size} training images, "
+            f"got {len(data.train_paths)}"
+        )
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
-    model = create_model(
-        config.backbone, config.num_rows, data.seen_vectors.shape[1], config.pretrained,
-        image_size=config.image_size, reduction=config.reduction,  # type: ignore[arg-type]
-    ).to(device)
+    with _main_first(context):  # rank 0 fetches pretrained weights (if any) before the others
+        model = create_model(
+            config.backbone, config.num_rows, data.seen_vectors.shape[1], config.pretrained,
+            image_size=config.image_size, reduction=config.reduction,  # type: ignore[arg-type]
+        )
+    if context.enabled and distributed.has_batchnorm(model):
+        if device.type == "cuda":
+            # statistics of the global batch: N ranks train the function one process would
+            model = distributed.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        else:
+            log.warning("BatchNorm statistics are per rank on the CPU (SyncBatchNorm needs a GPU)")
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = create_loss(config.loss, **_loss_kwargs(config))
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    optimizer = optimizer_class(parameter_groups(model, config.weight_decay), lr=config.lr)
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
+    optimizer = optimizer_class(parameter_groups(model, config.weight_decay), lr=config.lr, **fused)
 
     train_set = TaggedImageDataset(
         data.train_paths, data.train_targets, config.image_size, model.config.mean,
@@ -240,9 +420,9 @@ def train(
     val_set = TaggedImageDataset(
         data.val_paths, data.val_targets, config.image_size, model.config.mean, model.config.std
     )
-    order = EpochOrder(len(train_set), config.seed)
-    drop_last = len(train_set) > config.batch_size  # BatchNorm cannot train on a batch of one
-    full_steps = len(train_set) // config.batch_size if drop_last else 1
+    order = EpochOrder(len(train_set), config.seed, context.rank, world)
+    drop_last = len(train_set) > config.batch_size or world > 1  # BatchNorm cannot train on a batch of one
+    full_steps = len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1
     steps_per_epoch = min(full_steps, config.max_steps_per_epoch or full_steps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
@@ -255,7 +435,7 @@ def train(
     start_epoch, start_step, history, best = 0, 0, [], {"value": -math.inf, "epoch": -1}
     resumed_from = None
     checkpoint_path = out_dir / CHECKPOINT_FILE
-    checkpoint = _load_checkpoint(checkpoint_path) if resume else None
+    checkpoint = _load_checkpoint(checkpoint_path) if resume else None  # every rank reads it
     if checkpoint is not None and checkpoint.get("fingerprint") != fingerprint:
         log.info("checkpoint %s is for other settings or data; starting over", checkpoint_path)
         checkpoint = None
@@ -269,42 +449,59 @@ def train(
         history, best = list(checkpoint["history"]), dict(checkpoint["best"])
         resumed_from = start_epoch
         log.info("resuming from %s: epoch %d, step %d", checkpoint_path, start_epoch + 1, start_step)
+    # A rank that cannot read the checkpoint must not train other weights than rank 0.
+    if context.enabled and context.broadcast_object(resumed_from) != resumed_from:
+        raise RuntimeError(f"rank {context.rank} and rank 0 disagree on resuming from {checkpoint_path}")
 
-    step_model = torch.compile(model) if config.compile else model
+    step_model: nn.Module = model
+    if context.enabled:
+        step_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+        )
+    if config.compile:
+        step_model = torch.compile(step_model)  # type: ignore[assignment]
 
-    def checkpoint_state(epoch: int, step_in_epoch: int) -> dict[str, Any]:
+    def checkpoint_state(epoch: int, step_in_epoch: int, meter: _LossMeter | None = None) -> dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch,
             "history": history, "best": best, "fingerprint": fingerprint,
             "config": json.dumps(dataclasses.asdict(config), default=str),
+            # mid-epoch: the epoch's running loss, so its mean covers the steps before a resume
+            # (under DDP rank 0's, an approximation of the other ranks' own sums)
+            "loss_sum": meter.total.detach().cpu() if meter is not None else torch.zeros(()),
+            "loss_steps": meter.steps if meter is not None else 0,
         }
 
+    workers = config.num_workers
+    loader = DataLoader(
+        _EpochDataset(train_set), batch_size=config.batch_size // world, sampler=_EpochIndices(order),
+        drop_last=drop_last, num_workers=workers, pin_memory=config.pin_memory and device.type == "cuda",
+        persistent_workers=config.persistent_workers and workers > 0,
+        prefetch_factor=config.prefetch_factor if workers > 0 else None,
+        # the loader's base seed comes from here, not torch's global generator, whose
+        # state the checkpoint saves: a resumed run must not draw from it once more
+        # (augmentation is seeded per sample, so the workers' seeds change nothing)
+        generator=torch.Generator().manual_seed(config.seed * 1_000_003),
+    )
     for epoch in range(start_epoch, config.epochs):
         first_step = start_step if epoch == start_epoch else 0
         train_set.set_epoch(epoch)
         order.set_position(epoch, first_step * config.batch_size)
-        loader = DataLoader(
-            train_set, batch_size=config.batch_size, sampler=order, drop_last=drop_last,
-            num_workers=config.num_workers, pin_memory=device.type == "cuda",
-            persistent_workers=False,
-            # the loader's base seed comes from here, not torch's global generator, whose
-            # state the checkpoint saves: a resumed epoch must not draw from it once more
-            generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
-        )
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        steps_run, images_seen, started = 0, 0, time.perf_counter()
+        meter = _LossMeter(device)
+        if epoch == start_epoch and first_step and checkpoint is not None:
+            meter.total += checkpoint.get("loss_sum", torch.zeros(())).to(device)
+            meter.steps = int(checkpoint.get("loss_steps", 0))
+        images_seen, started = 0, time.perf_counter()
         bar = _progress_bar(progress, steps_per_epoch, first_step, f"epoch {epoch + 1}/{config.epochs}")
         log_every = 10 if bar is not None else max(1, steps_per_epoch // 5)
-        for step, (images, targets) in enumerate(loader, start=first_step):
+        batches = _device_batches(loader, device, config.channels_last)
+        for step, (images, targets) in enumerate(batches, start=first_step):
             if step >= steps_per_epoch:
                 break
-            images = images.to(device, non_blocking=True)
-            targets = targets.to(device, non_blocking=True)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             with autocast:
                 matrices = step_model(images)
             loss = loss_fn(matrices.float(), seen_vectors, targets)  # loss in float32
@@ -313,54 +510,80 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += loss.detach()  # no host sync per step
-            steps_run += 1
-            images_seen += len(images)
+            meter.add(loss)  # stays on the device: no host sync per step
+            images_seen += len(images) * world
             if bar is not None:
                 bar.update(1)
-            if steps_run % log_every == 0:
-                rate = images_seen / (time.perf_counter() - started)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_sum.item() / steps_run:.4f}", img_s=f"{rate:.0f}")
-                else:
-                    log.info(
-                        "epoch %d/%d step %d/%d: loss %.4f, %.0f images/s", epoch + 1, config.epochs,
-                        step + 1, steps_per_epoch, loss_sum.item() / steps_run, rate,
-                    )
+            if context.is_main and meter.steps % log_every == 0:
+                _log_progress(bar, meter, images_seen / (time.perf_counter() - started),
+                              epoch, config.epochs, step, steps_per_epoch)
             if config.checkpoint_every_steps and (step + 1) % config.checkpoint_every_steps == 0:
-                if step + 1 < steps_per_epoch:
-                    _save_checkpoint(checkpoint_path, checkpoint_state(epoch, step + 1))
+                if step + 1 < steps_per_epoch and context.is_main:
+                    _save_checkpoint(checkpoint_path, checkpoint_state(epoch, step + 1, meter))
+        batches.close()
         if bar is not None:
             bar.close()
+        mean_loss = meter.mean(context)  # waits for the epoch's last step
         elapsed = time.perf_counter() - started
-        mean_loss = loss_sum.item() / max(steps_run, 1)
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"training loss is {mean_loss} in epoch {epoch + 1}")
 
-        results = _validate(model, val_set, data, config, device, progress)
-        value = metric_value(results, config.best_metric)
-        metrics = {
-            "train_loss": mean_loss,
-            "images_per_second": images_seen / elapsed if elapsed > 0 else 0.0,
-            "lr": scheduler.get_last_lr()[0],
-            **{f"val.{s}.{k}": float(v) for s in ("zsl", "gzsl") for k, v in results[s].items()},
-        }
-        history.append({"epoch": epoch + 1, **metrics})
-        log.info(
-            "epoch %d/%d: loss %.4f, %s %.2f, %.0f images/s",
-            epoch + 1, config.epochs, mean_loss, config.best_metric, value, metrics["images_per_second"],
-        )
-        if value > best["value"] or best["epoch"] < 0:
-            best = {"value": value, "epoch": epoch + 1}
-            save_model(model, out_dir / BEST_DIR, extra={"epoch": epoch + 1, config.best_metric: value})
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, metrics)
-        _save_checkpoint(checkpoint_path, checkpoint_state(epoch + 1, 0))
+        record: dict[str, Any] = {}
+        if context.is_main:
+            try:
+                results = _validate(model, val_set, data, config, device, progress)
+                value = metric_value(results, config.best_metric)
+                metrics = {
+                    "train_loss": mean_loss,
+                    "images_per_second": images_seen / elapsed if elapsed > 0 else 0.0,
+                    "lr": scheduler.get_last_lr()[0],
+                    **{f"val.{s}.{k}": float(v) for s in ("zsl", "gzsl") for k, v in results[s].items()},
+                }
+                history.append({"epoch": epoch + 1, **metrics})
+                log.info(
+                    "epoch %d/%d: loss %.4f, %s %.2f, %.0f images/s", epoch + 1, config.epochs, mean_loss,
+                    config.best_metric, value, metrics["images_per_second"],
+                )
+                if value > best["value"] or best["epoch"] < 0:
+                    best = {"value": value, "epoch": epoch + 1}
+                    save_model(model, out_dir / BEST_DIR, extra={"epoch": epoch + 1, config.best_metric: value})
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, metrics)
+                _save_checkpoint(checkpoint_path, checkpoint_state(epoch + 1, 0))
+                record = {"history": history, "best": best}
+            except BaseException as error:
+                context.broadcast_object({"error": f"{type(error).__name__}: {error}"})  # free the others
+                raise
+        # the other ranks wait here for rank 0's validation, best model and checkpoint
+        record = context.broadcast_object(record)
+        if "error" in record:
+            raise RuntimeError(f"rank 0 failed at the end of epoch {epoch + 1}: {record['error']}")
+        history, best = list(record["history"]), dict(record["best"])
+    del loader  # stops persistent workers
 
     return TrainResult(
         best_dir=out_dir / BEST_DIR, best_value=float(best["value"]), best_epoch=int(best["epoch"]),
         history=history, resumed_from=resumed_from,
     )
+
+
+@contextlib.contextmanager
+def _main_first(context: distributed.DistContext):  # type: ignore[no-untyped-def]
+    """Rank 0 runs the block first (downloads, caches), then the other ranks."""
+    if context.enabled and not context.is_main:
+        context.barrier()
+    yield
+    if context.enabled and context.is_main:
+        context.barrier()
+
+
+def _log_progress(bar, meter: _LossMeter, rate: float, epoch: int, epochs: int, step: int, steps: int) -> None:  # type: ignore[no-untyped-def]
+    loss = meter.peek()  # no wait for the GPU: the value of the previous log point on CUDA
+    shown = "…" if loss is None else f"{loss:.4f}"
+    if bar is not None:
+        bar.set_postfix(loss=shown, img_s=f"{rate:.0f}")
+    else:
+        log.info("epoch %d/%d step %d/%d: loss %s, %.0f images/s", epoch + 1, epochs, step + 1, steps, shown, rate)
 
 
 def _loss_kwargs(config: TrainConfig) -> dict[str, Any]:

@@ -68,6 +68,12 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
 
+def tag_key(tag: object) -> str:
+    """The word a tag stands for: case and runs of whitespace do not make another tag
+    ("Polar  bear " is "polar bear"), since they get the same word vector."""
+    return " ".join(str(tag).split()).lower()
+
+
 def _decodable(paths: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for path in paths:
@@ -92,14 +98,15 @@ def build_frames(
         }
     )
     labels = pd.DataFrame(
-        [{"image_id": i, "tag": t} for i, ts in zip(manifest["image_id"], manifest["tags"], strict=True) for t in ts],
-        columns=["image_id", "tag"],
+        [{"row": r, "image_id": i, "tag": t}
+         for r, (i, ts) in enumerate(zip(manifest["image_id"], manifest["tags"], strict=True)) for t in ts],
+        columns=["row", "image_id", "tag"],
     )
     counts = Counter(labels["tag"])
     vocabulary = tags.assign(
         images=[counts.get(t, 0) for t in tags["tag"]],
         prevalence=[counts.get(t, 0) / max(len(manifest), 1) for t in tags["tag"]],
-        tag_key=[str(t).strip().lower() for t in tags["tag"]],
+        tag_key=[tag_key(t) for t in tags["tag"]],
     )
     existing = [p for p, ok in zip(paths, images["file_exists"], strict=True) if ok]
     if bounds.decode_sample and len(existing) > bounds.decode_sample:
@@ -123,7 +130,12 @@ def _suites(vocab: list[str], bounds: ValidationBounds) -> dict[str, list[Any]]:
             ),
             e.ExpectTableRowCountToBeBetween(min_value=1),
         ],
-        "labels": [e.ExpectColumnValuesToBeInSet(column="tag", value_set=vocab)],
+        "labels": [
+            e.ExpectColumnValuesToBeInSet(column="tag", value_set=vocab),
+            # a tag listed twice for one image is a data error (counted once by the targets)
+            # (per manifest row: a repeated image id is the manifest suite's finding)
+            e.ExpectCompoundColumnsToBeUnique(column_list=["row", "image_id", "tag"]),
+        ],
         "vocabulary": [
             e.ExpectColumnValuesToNotBeNull(column="tag"),
             e.ExpectColumnValuesToBeUnique(column="tag"),
@@ -165,7 +177,7 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) ->
             detail = item.result or {}
             examples = list(detail.get("partial_unexpected_list") or [])
             if name == "labels" and examples:
-                examples = sorted(set(examples))
+                examples = sorted({f"{x.get('image_id')}: {x.get('tag')}" if isinstance(x, dict) else x for x in examples})
             if name == "images" and not item.success:
                 examples = frame.loc[~frame["decodable"], "error"].tolist()
             if name == "manifest" and config.kwargs.get("column") == "file_exists" and not item.success:

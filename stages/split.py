@@ -37,10 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tags.seen, tags.unseen, images, manifest, params.validate.expected_seen,
         params.validate.expected_unseen, params.split.images.train_seen_only,
     )
+    # images in no subset (no tag of the vocabulary; with train_seen_only, training images
+    # showing an unseen tag) are counted in the report, not dropped silently
+    report.summary["left_out_images"] = len(manifest) - len(images)
     if not write_validation_report(args.out, report, f"{args.dataset} split"):
         return 1
     counts = images["subset"].value_counts().to_dict()
-    log.info("%s: %d seen / %d unseen tags; images %s", args.dataset, len(tags.seen), len(tags.unseen), counts)
+    log.info("%s: %d seen / %d unseen tags; images %s, %d left out", args.dataset, len(tags.seen), len(tags.unseen),
+             counts, len(manifest) - len(images))
     return 0
 
 

@@ -342,8 +342,8 @@ def test_promote_and_rollback_are_recorded(project: Project, logged: dict[str, s
 
 
 def test_register_stage_runs_the_gate_and_writes_its_decision(project: Project, tmp_path: Path) -> None:
-    """The stage twice on the same model: the first version becomes champion, the second
-    (equal scores: no win) stays challenger."""
+    """The stage on the trained model (first version: champion), again on the same model (no
+    new version: a run is registered once), then on a weaker model (a challenger that loses)."""
     from stages import register as register_stage
 
     params = yaml.safe_load((project.root / "params.yaml").read_text())
@@ -351,24 +351,31 @@ def test_register_stage_runs_the_gate_and_writes_its_decision(project: Project, 
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     out = tmp_path / "registered.json"
-    argv = ["--dataset", "embedded", "--params", str(path), "--model", "models/embedded", "--split", f"{D}/split",
-            "--wordvecs", f"{D}/wordvecs.parquet", "--metrics", "metrics/embedded/eval.json", "--out", str(out)]
-    assert register_stage.main(argv) == 0
+
+    def argv(model: str) -> list[str]:
+        return ["--dataset", "embedded", "--params", str(path), "--model", model, "--manifest", f"{D}/manifest.parquet",
+                "--split", f"{D}/split", "--vocabulary", f"{D}/vocabulary.parquet",
+                "--metrics", "metrics/embedded/eval.json", "--out", str(out)]
+
+    assert register_stage.main(argv("models/embedded")) == 0
     first = json.loads(out.read_text())
     assert (first["name"], first["version"], first["aliases"]) == ("sdl-stage", 1, ["challenger", "champion"])
     assert first["run_id"] == project.run_id and first["gate"]["promoted"] is True
-    assert register_stage.main(argv) == 0
+    assert register_stage.main(argv("models/embedded")) == 0
+    again = json.loads(out.read_text())
+    assert again["version"] == 1 and again["gate"] == first["gate"]
+    assert [v.version for v in registry.list_versions("sdl-stage")] == [1]
+
+    weak = variant_model(project, "weak", seed=1)
+    assert register_stage.main(argv(str(weak.relative_to(project.root)))) == 0
     second = json.loads(out.read_text())
     assert second["version"] == 2 and second["aliases"] == ["challenger"]
     gate = second["gate"]
-    assert gate["promoted"] is False and gate["champion_version"] == 1 and gate["delta"] == 0.0
+    assert gate["promoted"] is False and gate["champion_version"] == 1 and gate["delta"] < 0
     assert "does not beat" in gate["reason"] and gate["images"] == len(project.paths)
     version = tracking._mlflow().MlflowClient().get_model_version("sdl-stage", "2")
     assert version.tags["gate.decision"] == "kept_champion" and version.tags["sdl.registration"] == "complete"
     assert version.tags["vocabulary_hash"] == gate["vocabulary_hash"]
-
-
-# --------------------------------------------------------------------------- a real server
 
 
 def free_port() -> int:

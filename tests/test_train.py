@@ -207,6 +207,9 @@ def test_resume_mid_epoch_is_exact(images, uninterrupted, tmp_path):
     assert result.resumed_from == 1
     _assert_same_state(_final_state(out), _final_state(uninterrupted[0]))
     assert _validation_history(result.history) == _validation_history(uninterrupted[1].history)
+    # the interrupted epoch's mean loss covers its steps before the resume too
+    losses = [h["train_loss"] for h in result.history]
+    assert losses == pytest.approx([h["train_loss"] for h in uninterrupted[1].history], rel=1e-6)
     assert (result.best_epoch, result.best_value) == (uninterrupted[1].best_epoch, uninterrupted[1].best_value)
 
 

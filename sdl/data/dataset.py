@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class TaggedImageDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self._randaugment: Any = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (call before iterating)."""
@@ -114,10 +116,12 @@ class TaggedImageDataset(Dataset):
             from sdl._torchvision_compat import ensure_torchvision_importable
 
             ensure_torchvision_importable()
-            from torchvision.transforms import RandAugment
+            if self._randaugment is None:  # built once: constructing it per sample is slow
+                from torchvision.transforms import RandAugment
 
+                self._randaugment = RandAugment()
             # RandAugment draws from torch's global generator: seed a forked copy per sample.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(rng.integers(2**62)))
-                image = RandAugment()(image)
+                image = self._randaugment(image)
         return image

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import requests
 
 from sdl.io import atomic_open
+from sdl.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,11 @@ Validator = Callable[[Path], None]
 
 
 class FetchError(RuntimeError):
-    """A download failed for good; the message names the source and what went wrong."""
+    """A download failed for good; the message names the source and what went wrong (with any
+    credentials in the source's URL masked: the message ends up in logs and reports)."""
 
     def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
+        super().__init__(f"{redact(source)}: {redact(reason)}")
         self.source = source
         self.reason = reason
 
@@ -159,7 +161,7 @@ def _retry_loop(
             once(partial)
         except _Retryable as error:
             last, retry_after = error.reason, error.retry_after
-            log.debug("%s: attempt %d failed: %s", source, attempt + 1, last)
+            log.debug("%s: attempt %d failed: %s", redact(source), attempt + 1, redact(last))
             continue
         except _Permanent as error:
             partial.unlink(missing_ok=True)
@@ -306,7 +308,7 @@ def s3_client(endpoint_url: str | None = None, unsigned: bool = True, timeout: f
 
             config = Config(
                 signature_version=UNSIGNED if unsigned else None,
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},  # 1 request: no botocore retry
                 connect_timeout=timeout,
                 read_timeout=timeout,
                 max_pool_connections=64,
@@ -536,7 +538,7 @@ def fetch_many(
                 report.failures.append((job.name, str(error)))
             except Exception as error:  # a bug or an OS error in one job must not stop the others
                 report.failed += 1
-                report.failures.append((job.name, f"{type(error).__name__}: {error}"))
+                report.failures.append((job.name, redact(f"{type(error).__name__}: {error}")))
             else:
                 if outcome == "fetched":
                     report.fetched += 1

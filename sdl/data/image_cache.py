@@ -65,6 +65,8 @@ def cache_images(
         raise ValueError(f"cache short_side must be >= 16, got {short_side}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in cache_dir.glob(".*.tmp"):  # a killed run's unfinished writes (sdl.io.atomic_open)
+        leftover.unlink(missing_ok=True)
     sources = resolve_paths(manifest_path, manifest["path"])
     targets = [cache_dir / f"{image_id}.jpg" for image_id in manifest["image_id"]]
     already = sum(t.exists() for t in targets)
@@ -86,5 +88,7 @@ def cache_images(
         "failures": failed[:100], "short_side": short_side,
     }
     if failed:
-        log.warning("%d images could not be decoded and are left out, e.g. %s", len(failed), failed[0])
+        shown = "; ".join(f"{image_id}: {reason}" for image_id, reason in failed[:10])
+        log.warning("%d images could not be decoded and are left out: %s%s", len(failed), shown,
+                    f"; ... ({len(failed) - 10} more)" if len(failed) > 10 else "")
     return cached.reset_index(drop=True), report

@@ -55,6 +55,16 @@ def acquire(kind: str, options: dict[str, Any], raw_dir: Path, progress: bool = 
     return DATASET_KINDS[kind](options, raw_dir, progress)
 
 
+def check_options(kind: str, options: dict[str, Any], where: str) -> None:
+    """Check ``download.<dataset>`` before any work starts: ``kind`` is known and ``options``
+    build that kind's spec (unknown keys, wrong types and impossible values are named)."""
+    if kind not in DATASET_KINDS:
+        raise ParamsError(f"{where}.kind: unknown dataset kind {kind!r}; known: {sorted(DATASET_KINDS)}")
+    spec = kind_specs().get(kind)
+    if spec is not None:
+        from_mapping(spec, options, f"{where}.options")
+
+
 def write_tags(path: str | Path, tags: pd.DataFrame) -> None:
     """Write the tag table (tag, role) as CSV, atomically."""
     bad = sorted(set(tags["role"]) - set(TAG_ROLES))
@@ -83,3 +93,11 @@ def acquire_embedded(options: dict[str, Any], raw_dir: Path, progress: bool) -> 
 # Registration of the fetched kinds: each module registers itself with @register_kind on
 # import. Imported last because they import Acquired/register_kind from this module.
 from sdl.data import coco, nus_wide, open_images  # noqa: E402,F401
+
+
+def kind_specs() -> dict[str, type]:
+    """The options dataclass of each kind, checked with the params (sdl.config) before a stage
+    does any work. A function: the kind modules import this one, so they may be half-imported
+    while it loads."""
+    return {"embedded": EmbeddedSpec, "nus_wide": nus_wide.NusWideSpec, "coco": coco.CocoSpec,
+            "open_images": open_images.OpenImagesSpec}

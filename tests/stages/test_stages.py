@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from stages import download, embed, evaluate, register, split, train, validate
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +67,25 @@ def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
     assert set(images["subset"]) == {"train", "val", "test"}
 
 
+EMBED = dict(split=f"{D}/split", vocabulary="vocabularies/embedded.txt", cache=f"{D}/wordvec_cache.parquet",
+             out=f"{D}/wordvecs.parquet", serving=f"{D}/vocabulary.parquet", report=f"{D}/wordvecs_validation")
+ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+
+
 def test_embed_caches_unit_vectors_for_every_tag(workdir: Path) -> None:
-    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet", report=f"{D}/wordvecs_validation") == 0
-    cache = pd.read_parquet(f"{D}/wordvecs.parquet")
-    assert sorted(cache["tag"]) == sorted(["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"])
-    norms = np.linalg.norm(np.stack(cache["vector"].to_numpy()), axis=1)
-    assert np.allclose(norms, 1.0, atol=1e-5) and set(cache["dim"]) == {50}
-    before = Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns
-    assert run(embed, split=f"{D}/split", out=f"{D}/wordvecs.parquet", report=f"{D}/wordvecs_validation") == 0
-    assert Path(f"{D}/wordvecs.parquet").stat().st_mtime_ns == before  # nothing new: not rewritten
+    Path("vocabularies").mkdir(exist_ok=True)
+    Path("vocabularies/embedded.txt").write_text("\n".join(ANIMALS) + "\n")
+    assert run(embed, **EMBED) == 0
+    vectors = pd.read_parquet(f"{D}/wordvecs.parquet")
+    assert sorted(vectors["tag"]) == ANIMALS
+    norms = np.linalg.norm(np.stack(vectors["vector"].to_numpy()), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5) and set(vectors["dim"]) == {50}
+    serving = pd.read_parquet(f"{D}/vocabulary.parquet")
+    assert serving["tag"].tolist()[:7] == json.loads(Path(f"{D}/split/tags.json").read_text())["seen"]
+    assert serving["role"].tolist() == ["seen"] * 7 + ["unseen"] * 3
+    before = Path(f"{D}/wordvec_cache.parquet").stat().st_mtime_ns
+    assert run(embed, **EMBED) == 0
+    assert Path(f"{D}/wordvec_cache.parquet").stat().st_mtime_ns == before  # nothing new: not rewritten
 
 
 def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
@@ -99,8 +110,9 @@ def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
 
 def test_evaluate_writes_eval_json_and_plots(workdir: Path) -> None:
     assert run(
-        evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
-        model="models/embedded", metrics="metrics/embedded/eval.json", plots="metrics/embedded/plots",
+        evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", vocabulary=f"{D}/vocabulary.parquet",
+        model="models/embedded", references=str(REPO_ROOT / "references/published.yaml"),
+        metrics="metrics/embedded/eval.json", plots="metrics/embedded/plots",
     ) == 0
     result = json.loads(Path("metrics/embedded/eval.json").read_text())
     for setting in ("zsl", "gzsl"):
@@ -114,14 +126,15 @@ def test_evaluate_writes_eval_json_and_plots(workdir: Path) -> None:
 
 
 def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path) -> None:
-    paths = dict(model="models/embedded", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
-                 metrics="metrics/embedded/eval.json", out="metrics/embedded/registered.json")
+    paths = dict(model="models/embedded", manifest=f"{D}/manifest.parquet", split=f"{D}/split",
+                 vocabulary=f"{D}/vocabulary.parquet", metrics="metrics/embedded/eval.json",
+                 out="metrics/embedded/registered.json")
     assert run(register, **paths) == 0
     first = json.loads(Path("metrics/embedded/registered.json").read_text())
     assert first["name"] == "sdl-embedded" and first["version"] == 1 and first["aliases"] == ["challenger", "champion"]
-    assert run(register, **paths) == 0  # a second version does not take the alias
-    second = json.loads(Path("metrics/embedded/registered.json").read_text())
-    assert second["version"] == 2 and second["aliases"] == ["challenger"]  # the same model: a tie does not promote
+    assert run(register, **paths) == 0  # the same training run: no second version
+    again = json.loads(Path("metrics/embedded/registered.json").read_text())
+    assert again["version"] == 1 and again["gate"] == first["gate"]
 
     import mlflow
 

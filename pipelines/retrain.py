@@ -1,0 +1,124 @@
+"""Prefect flow `retrain`: retrain a dataset's model when its data or vocabulary has grown.
+
+It brings the data and the vocabulary up to date (the DVC stages before `train`; DVC decides
+what runs), compares them with what the `champion` was trained and registered with, and when
+the growth passes the thresholds of ``retrain.<dataset>`` in params.yaml runs `train`,
+`evaluate` and `register` (whose promotion gate decides whether the new model becomes
+champion). Otherwise it logs that nothing is due. It holds the project's pipeline lock, so it
+never runs twice at once or beside a rebuild; registration itself never leaves a half-
+registered version (see sdl.registry). Running it again changes nothing: DVC skips what is
+up to date and the registry registers a training run once.
+
+    python -m pipelines.retrain --dataset embedded          # once, now
+    python -m pipelines.retrain serve --dataset embedded    # a deployment on its cron schedule
+    python -m pipelines.retrain deploy --dataset embedded --pool default   # for workers
+
+`serve` and `deploy` need a Prefect server (``prefect server start``, then
+``PREFECT_API_URL``); a worker (``prefect worker start --pool default``) runs what `deploy`
+schedules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.rebuild import PROJECT_ROOT, configure_prefect_environment, stage_names, stage_task
+
+configure_prefect_environment()
+
+import pandas as pd  # noqa: E402
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from pipelines.lock import pipeline_lock  # noqa: E402
+from sdl.config import dataset_params, load_params  # noqa: E402
+from sdl.growth import measure_growth, retraining_due  # noqa: E402
+
+
+@task(name="compare-with-champion", retries=2, retry_delay_seconds=[10, 30])  # talks to the MLflow server
+def compare_with_champion(dataset: str, root: Path) -> dict[str, Any]:
+    """Growth of the current vocabulary and labelled images over the champion's, and the verdict."""
+    from sdl import registry
+
+    params = dataset_params(load_params(root / "params.yaml"), dataset)
+    with contextlib.chdir(root):  # the default MLflow store is relative to the project
+        champion = registry.champion_state(params.model_name)
+    if champion is None:
+        return {"due": True, "reason": f"{params.model_name} has no champion yet", "champion": None}
+    current_tags = pd.read_parquet(root / f"data/{dataset}/vocabulary.parquet", columns=["tag"])["tag"].tolist()
+    current_images = len(pd.read_parquet(root / f"data/{dataset}/manifest.parquet", columns=["image_id"]))
+    growth = measure_growth(current_tags, current_images, champion.tags, champion.labelled_images)
+    due, reason = retraining_due(
+        growth, params.retrain.min_new_tags, params.retrain.min_new_images, params.retrain.min_relative_growth
+    )
+    return {"due": due, "reason": reason, "champion": champion.version, "growth": growth.as_dict()}
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(dataset: str = "embedded", force: bool = False, root: str | None = None) -> dict[str, Any]:
+    """Retrain ``dataset`` if its growth since the champion passes the thresholds (or ``force``)."""
+    logger = get_run_logger()
+    project = Path(root) if root else PROJECT_ROOT
+    names = stage_names(project)
+    upstream, downstream = names[: names.index("train")], names[names.index("train") :]
+    with pipeline_lock(project, f"retrain {dataset}"):
+        for stage in upstream:
+            stage_task(stage)(stage, dataset, project)
+        verdict = compare_with_champion(dataset, project)
+        logger.info("%s: %s (champion version %s; %s)", dataset, verdict["reason"], verdict["champion"],
+                    json.dumps(verdict.get("growth", {})))
+        if not (verdict["due"] or force):
+            return {**verdict, "retrained": False}
+        outcome = {stage: stage_task(stage)(stage, dataset, project) for stage in downstream}
+        if outcome.get("train") != "ran":
+            logger.info("%s: the training inputs did not change (the growth is in tags without "
+                        "labelled images): the champion already ranks them, nothing to train", dataset)
+        registered = json.loads((project / f"metrics/{dataset}/registered.json").read_text())
+        gate = registered.get("gate") or {}
+        logger.info("%s: %s version %s, aliases %s; gate: %s", dataset, registered["name"], registered["version"],
+                    registered["aliases"], gate.get("reason", "not run"))
+        return {**verdict, "retrained": outcome.get("train") == "ran", "stages": outcome, "registered": registered}
+
+
+def schedule_of(dataset: str) -> str:
+    """The cron schedule of ``retrain.<dataset>`` in params.yaml."""
+    return dataset_params(load_params(PROJECT_ROOT / "params.yaml"), dataset).retrain.schedule
+
+
+def serve(dataset: str) -> None:
+    """Serve a deployment of the flow for ``dataset`` on its cron schedule from params.yaml:
+    this process polls the Prefect server and runs the scheduled runs itself."""
+    retrain.serve(name=f"retrain-{dataset}", cron=schedule_of(dataset), parameters={"dataset": dataset})
+
+
+def deploy(dataset: str, pool: str) -> None:
+    """Create the deployment in work pool ``pool`` (runs go to its workers, which run the flow
+    from this project folder), on the cron schedule from params.yaml."""
+    source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint="pipelines/retrain.py:retrain")
+    source.deploy(name=f"retrain-{dataset}", work_pool_name=pool, cron=schedule_of(dataset), parameters={"dataset": dataset})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Retrain a dataset's model when its data or vocabulary has grown.")
+    parser.add_argument("command", nargs="?", choices=["run", "serve", "deploy"], default="run")
+    parser.add_argument("--dataset", default="embedded")
+    parser.add_argument("--pool", default="default", help="work pool of `deploy`")
+    parser.add_argument("--force", action="store_true", help="retrain even if the thresholds are not reached")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.dataset)
+        return 0
+    if args.command == "deploy":
+        deploy(args.dataset, args.pool)
+        return 0
+    result = retrain(dataset=args.dataset, force=args.force)
+    print(json.dumps({k: v for k, v in result.items() if k != "registered"}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Fixtures of the reliability tests (bad inputs, faults, security).
+
+- ``built`` (session): the tiny embedded dataset taken through download .. embed, in process,
+  once; tests copy it (``reliability_helpers.copy_built``) before changing anything.
+- ``moto_s3`` (session): a moto S3 server on 127.0.0.1 (tests/data/replicas.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # `reliability_helpers`, in any import mode
+sys.path.insert(0, str(HERE.parent / "data"))  # `replicas`
+
+from reliability_helpers import THROUGH_EMBED, make_workdir, run_stage  # noqa: E402
+from replicas import MotoS3  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]) -> Path:
+    """The tiny embedded dataset through download .. embed (in process, once per session)."""
+    root = make_workdir(tmp_path_factory.mktemp("reliability_built"), tiny_params)
+    for stage in THROUGH_EMBED:
+        assert run_stage(stage, root) == 0, stage
+    return root
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """One moto_server on 127.0.0.1 for the session."""
+    server = MotoS3()
+    try:
+        yield server
+    finally:
+        server.stop()

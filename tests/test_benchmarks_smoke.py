@@ -1,0 +1,104 @@
+"""Smoke runs of the benchmark scripts (benchmarks/) at tiny sizes: they run and agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_project_cost(capsys):
+    rows = _load("project_cost").main(["--rate", "1000", "--usd-per-gpu-hour", "2", "--efficiency", "0.5"])
+    nus = [r for r in rows if r["dataset"] == "NUS-WIDE"]
+    assert [r["gpus"] for r in nus] == [1, 8]
+    assert nus[0]["hours"] == pytest.approx(150_000 * 7 / 1000 / 3600)
+    assert nus[1]["hours"] == pytest.approx(nus[0]["hours"] / 4)  # 8 GPUs at 50 % efficiency
+    assert nus[1]["usd"] == pytest.approx(nus[1]["hours"] * 8 * 2)
+    assert "| Open Images v4 | 9,011,219 | 7 | 8 |" in capsys.readouterr().out
+    default = _load("project_cost").main([])
+    assert default[0]["images_per_second"] == 3500.0
+    assert "STATED H200 figure, not measured" in capsys.readouterr().out
+
+
+def test_bench_evaluation_agrees_with_the_released_path():
+    out = _load("bench_evaluation").main(["--images", "400", "--tags", "30", "--unseen", "5", "--repeats", "1",
+                                          "--batch-size", "64", "--ks", "3"])
+    assert out["score_diff"] < 1e-4
+    assert out["ours"]["scores"] > 0 and out["released"]["total"] > 0
+
+
+def test_bench_loader_runs(capsys):
+    out = _load("bench_loader").main(["--workers", "0", "1", "--images", "16", "--batch-size", "8",
+                                      "--cache-images", "16", "--skip-randaugment-off"])
+    assert out["per_worker"] > 0
+    printed = capsys.readouterr().out
+    assert "workers needed (per GPU)" in printed and "STATED" in printed
+
+
+def test_bench_pipeline_stage_times():
+    module = _load("bench_pipeline")
+    lines = [(0.5, "Running stage 'download@embedded':"), (1.0, "> python -m stages.download"),
+             (3.0, "Running stage 'split@embedded':"), (4.0, "Updating lock file 'dvc.lock'"),
+             (7.5, "Running stage 'train@embedded':")]
+    assert module.stage_times(lines, 10.0) == [("download@embedded", 2.5), ("split@embedded", 4.5), ("train@embedded", 2.5)]
+
+
+def test_gpu_train_bench_on_the_cpu_with_a_tiny_backbone(tmp_path):
+    """The GPU script's CPU path, every measurement, with timm's test EfficientNet (seconds)."""
+    out = tmp_path / "bench.json"
+    payload = _load("gpu_train_bench").main([
+        "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch-size", "4", "--image-size", "64",
+        "--backbone", "test_efficientnet", "--workers", "1", "--json", str(out),
+    ])
+    assert set(payload["results"]) == {"synthetic", "real"}
+    assert set(payload["results"]["real"]) == {"loader", "sdl", "bce", "forward"}
+    assert {"sdl_over_bce_synthetic", "sdl_over_bce_real", "real_over_synthetic_sdl"} <= set(payload["ratios"])
+    assert json.loads(out.read_text())["results"]["synthetic"]["sdl"]["images_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_train_bench_cpu_smoke_as_documented(tmp_path):
+    """The documented smoke run: TResNet-M, `--device cpu --steps 2 --batch-size 4 --image-size 64` (~1.5 min)."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_train_bench.py"), "--device", "cpu", "--steps", "2", "--batch-size", "4",
+         "--image-size", "64", "--json", str(tmp_path / "bench.json")],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SDL / BCE (synthetic)" in done.stdout and "real / synthetic (sdl)" in done.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["args"]["backbone"] == "tresnet_m"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_train_bench_on_cuda(tmp_path):
+    payload = _load("gpu_train_bench").main([
+        "--device", "cuda", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--image-size", "64",
+        "--cache-images", "64", "--json", str(tmp_path / "bench.json"),
+    ])
+    assert payload["results"]["synthetic"]["sdl"]["images_per_second"] > 0
