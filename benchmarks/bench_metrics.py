@@ -185,8 +185,8 @@ def bench_vs_loop(args: argparse.Namespace) -> None:
 
     note_ap = "" if m_tags == c else f" (loop timed on {m_tags} of {c} tags, extrapolated linearly)"
     note_f1 = "" if m_img == n else f" (loop timed on {m_img:,} of {n:,} images, extrapolated linearly)"
-    print(f"| step | vectorised (s) | loop (s) | loop / vectorised | max abs diff (pct points) |")
-    print(f"|---|---|---|---|---|")
+    print("| step | vectorised (s) | loop (s) | loop / vectorised | max abs diff (pct points) |")
+    print("|---|---|---|---|---|")
     print(f"| mAP{note_ap} | {t_ours_map:.2f} | {t_loop_map:.2f} | {t_loop_map / t_ours_map:.1f}x | {d_ap:.2e} (per-tag AP) |")
     print(f"| P/R/F1@{ks}{note_f1} | {t_ours_prf:.2f} | {t_loop_prf:.2f} | "
           f"{t_loop_prf / t_ours_prf:.1f}x | {d_prf:.2e} |")

@@ -40,7 +40,7 @@ import numpy as np
 from sdl import tracking
 from sdl.redaction import redact_mapping
 from sdl.vocabulary import vocabulary_hash
-from sdl.serving import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, SDLTagger, png_base64, write_vocabulary
+from sdl.serving import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, png_base64, write_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ _METRIC = re.compile(r"^(zsl|gzsl)\.(map|(precision|recall|f1)@([1-9][0-9]*))$")
 
 class RegistrationError(RuntimeError):
     """Registering or moving an alias failed; the message says what state was left."""
-
-
-@dataclass(frozen=True)
-class Registered:
-    """A registered version, the aliases it holds, and the gate's decision."""
-
-    name: str
-    version: int
-    aliases: list[str]
-    run_id: str
-    gate: dict[str, Any] | None = None
 
 
 def _client():  # type: ignore[no-untyped-def]
@@ -157,27 +146,6 @@ def log_pyfunc(
     return str(info.model_uri)
 
 
-def log_tagger(
-    run_id: str,
-    model_dir: str | Path,
-    tags: Sequence[str],
-    vectors: np.ndarray,
-    unseen: Sequence[str],
-    example_image: str | Path | None = None,
-    registered_name: str | None = None,
-    version_tags: Mapping[str, str] | None = None,
-    wordvec_source: Mapping[str, Any] | None = None,
-    wordvec_source_name: str | None = None,
-) -> int | None:
-    """Log the pyfunc tagger into ``run_id`` (:func:`log_pyfunc`) and, with
-    ``registered_name``, register it as a new version holding ``challenger``
-    (:func:`register_logged_model`); return the version."""
-    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name)
-    if registered_name is None:
-        return None
-    return register_logged_model(uri, registered_name, run_id, version_tags or {})
-
-
 def register_version(
     run_id: str,
     name: str,
@@ -190,14 +158,11 @@ def register_version(
     wordvec_source: Mapping[str, Any] | None = None,
     wordvec_source_name: str | None = None,
 ) -> int:
-    """Log the model, register it as a new version of ``name`` and point ``challenger`` at it;
-    return the version. Raises RegistrationError (after cleaning up) when that fails."""
-    version = log_tagger(
-        run_id, model_dir, tags, vectors, unseen, example_image, name, version_tags,
-        wordvec_source, wordvec_source_name,
-    )
-    assert version is not None
-    return version
+    """Log the model (:func:`log_pyfunc`), register it as a new version of ``name`` holding
+    ``challenger`` (:func:`register_logged_model`); return the version. Raises
+    RegistrationError (after cleaning up) when that fails."""
+    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name)
+    return register_logged_model(uri, name, run_id, version_tags or {})
 
 
 def register_logged_model(model_uri: str, name: str, run_id: str, version_tags: Mapping[str, str] | None = None) -> int:
@@ -561,27 +526,6 @@ def _write_decision(name: str, decision: GateDecision) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.update_model_version(name, version, description=f"Promotion gate: {decision.reason}")
-
-
-def register_run_model(
-    run_id: str,
-    name: str,
-    model_dir: str | Path,
-    tags: Sequence[str],
-    vectors: np.ndarray,
-    unseen: Sequence[str],
-    example_image: str | Path | None = None,
-    version_tags: Mapping[str, str] | None = None,
-) -> Registered:
-    """Register the run's model as the new ``challenger``; make it champion if there is none
-    (no gate: see :func:`run_gate` for the comparison)."""
-    version = register_version(run_id, name, model_dir, tags, vectors, unseen, example_image, version_tags)
-    if current_alias_version(name, CHAMPION) is None:
-        promote(name, version, f"first model: no {CHAMPION} yet", action="first")
-    return Registered(name=name, version=version, aliases=version_aliases(name, version), run_id=run_id)
-
-
-# --------------------------------------------------------------------------- listing
 
 
 @dataclass(frozen=True)
