@@ -26,29 +26,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sdl import distributed
 from sdl.data.dataset import AugmentConfig
 from sdl.train import CHECKPOINT_FILE, EpochOrder, TrainConfig, TrainData, train
+from tests.test_train import _make_images
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEEN, UNSEEN = ["red", "green", "blue", "yellow"], ["cyan", "magenta"]
-COLOURS = {
-    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-    "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255),
-}
 # Tolerances of the equivalence: float32 sums in another order, through 6 Adam steps.
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
 
 
 # --------------------------------------------------------------------------- pieces
@@ -163,22 +156,6 @@ def test_stage_relaunches_under_torchrun(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- DDP equivalence
-
-
-def _make_images(folder: Path, count: int, pool: list[str], seed: int) -> tuple[list[Path], list[list[str]]]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    paths, tags = [], []
-    for i in range(count):
-        chosen = sorted(rng.choice(pool, size=int(rng.integers(1, 3)), replace=False).tolist())
-        pixels = np.zeros((32, 32, 3), dtype=np.uint8)
-        for cell, tag in zip(rng.permutation(4), chosen, strict=False):
-            top, left = (cell // 2) * 16 + int(rng.integers(0, 5)), (cell % 2) * 16 + int(rng.integers(0, 5))
-            pixels[top : top + 11, left : left + 11] = COLOURS[tag]
-        paths.append(folder / f"{i:03d}.png")
-        Image.fromarray(pixels).save(paths[-1])
-        tags.append(chosen)
-    return paths, tags
 
 
 def _multi_hot(tag_lists: list[list[str]], vocabulary: list[str]) -> np.ndarray:

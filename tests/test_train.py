@@ -45,12 +45,8 @@ BACKBONE = "test_efficientnet"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machines share two cores: several OpenMP threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here runs on one torch thread (see tests/conftest.py)."""
 
 
 def _multi_hot(tag_lists: list[list[str]], vocabulary: list[str]) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # make `replicas` importable in any import mode
 
-from replicas import MotoS3, ReplicaHTTPServer  # noqa: E402
+from replicas import ReplicaHTTPServer  # noqa: E402
 
 
 @pytest.fixture
@@ -30,12 +30,3 @@ def http_replica(http_root: Path) -> Iterator[ReplicaHTTPServer]:
     finally:
         server.close()
 
-
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """One moto_server for the session (it takes about a second to start)."""
-    server = MotoS3()
-    try:
-        yield server
-    finally:
-        server.stop()

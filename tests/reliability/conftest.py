@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ sys.path.insert(0, str(HERE))  # `reliability_helpers`, in any import mode
 sys.path.insert(0, str(HERE.parent / "data"))  # `replicas`
 
 from reliability_helpers import THROUGH_EMBED, make_workdir, run_stage  # noqa: E402
-from replicas import MotoS3  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +28,3 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any])
         assert run_stage(stage, root) == 0, stage
     return root
 
-
-@pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """One moto_server on 127.0.0.1 for the session."""
-    server = MotoS3()
-    try:
-        yield server
-    finally:
-        server.stop()
