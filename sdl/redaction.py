@@ -25,6 +25,7 @@ _SECRET_TOKENS = {
     "credentials", "apikey", "auth", "authorization", "signature", "sig", "cookie",
 }
 _SECRET_PAIRS = {"apikey", "accesskey", "privatekey", "secretkey", "sessionkey"}
+_NOT_SECRETS = {"PWD", "OLDPWD"}  # the shell's working directories, not passwords
 _MIN_SECRET_LENGTH = 6  # shorter values ("test", "1") would mask ordinary words
 
 
@@ -34,6 +35,8 @@ def is_secret_key(key: str) -> bool:
     ``token``, ``credential``, ``auth``, ``signature``..., or two adjacent words make
     ``api key``, ``access key``, ``private key``, ``secret key`` or ``session key``. A plain
     ``key`` (an S3 object key) is not a credential."""
+    if str(key).upper() in _NOT_SECRETS:
+        return False
     words = [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", str(key))]
     return any(w in _SECRET_TOKENS for w in words) or any(a + b in _SECRET_PAIRS for a, b in zip(words, words[1:]))
 

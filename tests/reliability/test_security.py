@@ -125,8 +125,10 @@ def test_redact_masks_urls_queries_keys_and_secret_environment_values(monkeypatc
     for key in ("password", "api_key", "apiKey", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_TOKEN", "X-Amz-Signature",
                 "aws_access_key_id", "auth"):
         assert is_secret_key(key), key
-    for key in ("key", "unsigned", "bucket", "tokenizer_name", "best_metric", "signal", "keywords"):
+    for key in ("key", "unsigned", "bucket", "tokenizer_name", "best_metric", "signal", "keywords", "PWD", "OLDPWD"):
         assert not is_secret_key(key), key
+    monkeypatch.setenv("PWD", "/some/project")  # the shell's working directory is not a password
+    assert redact("sqlite:////some/project/mlflow/mlflow.db") == "sqlite:////some/project/mlflow/mlflow.db"
     params = {"source": {"kind": "text", "url": f"https://u:{SECRET}@m/x", "api_key": "k" * 10, "token": None},
               "options": {"bucket": "b", "key": "images/1.jpg", "unsigned": True}, "list": [f"ftp://a:{SECRET}@h/"]}
     masked = redact_mapping(params)
