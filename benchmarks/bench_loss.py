@@ -10,7 +10,9 @@ score with ``sdl.scoring.score_tags`` (one matmul); "scoring alone" times that s
 "loss-only speed-up" is (loop - scoring) / (ours - scoring). ``--release-scores`` also times
 the loop with the released code's broadcast-multiply scoring. Every image has at least one
 positive (the released code gives NaN otherwise). Peak memory on CPU is the RSS high-water
-growth of one forward + backward in a fresh process. Prints a Markdown table.
+growth of one forward + backward in a fresh process. Prints a Markdown table, then a second
+one: our two forms of the loss side by side, sized from the batch (one host sync) and with
+fixed slots (``max_positives`` = the case's largest label count: no host sync, more padding).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdl.losses import DEFAULT_MAX_PAIR_ELEMENTS, sdl_loss  # noqa: E402
+from sdl.losses import sdl_loss  # noqa: E402
+from sdl.losses.pairwise import default_pair_budget  # noqa: E402
 from sdl.scoring import score_tags  # noqa: E402
 
 REG_LAMBDA = 0.3
@@ -105,9 +108,14 @@ def scoring_only(matrices: torch.Tensor, vectors: torch.Tensor, targets: torch.T
     return score_tags(matrices, vectors, "max").sum()
 
 
-def ours(budget: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ours(budget: int, max_positives: int | None = None) -> LossFn:
     def run(matrices: torch.Tensor, vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return sdl_loss(matrices, vectors, targets, REG_LAMBDA, "official", max_pair_elements=budget)
+        return sdl_loss(
+            matrices, vectors, targets, REG_LAMBDA, "official", max_pair_elements=budget, max_positives=max_positives
+        )
 
     return run
 
@@ -200,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-pair-elements", type=int, default=DEFAULT_MAX_PAIR_ELEMENTS)
+    parser.add_argument("--max-pair-elements", type=int, default=None, help="default: the device's default")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--release-scores", action="store_true", help="also time the released broadcast scoring")
     parser.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
@@ -210,6 +218,8 @@ def main() -> None:
         _memory_child(impl, case_name, int(budget))
         return
     device = torch.device(args.device)
+    if args.max_pair_elements is None:
+        args.max_pair_elements = default_pair_budget(device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -230,7 +240,7 @@ def main() -> None:
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    extra_rows = []
+    extra_rows, form_rows = [], []
     for case in CASES:
         inputs = make_inputs(case, device)
         mean_pos = (inputs[2] == 1).sum(dim=1).double().mean().item()
@@ -239,7 +249,11 @@ def main() -> None:
         our_value, our_grad = step(ours_fn, *inputs)
         rel_diff = abs(our_value - ref_value) / abs(ref_value)
         grad_diff = (our_grad - ref_grad).abs().max().item()
-        fns = {"loop": released_style_loss, "ours": ours_fn, "scoring": scoring_only}
+        fixed_fn = ours(args.max_pair_elements, max_positives=case.max_pos)
+        fixed_value, fixed_grad = step(fixed_fn, *inputs)
+        fixed_diff = abs(fixed_value - our_value) / abs(our_value)
+        fixed_grad_diff = (fixed_grad - our_grad).abs().max().item()
+        fns = {"loop": released_style_loss, "ours": ours_fn, "fixed": fixed_fn, "scoring": scoring_only}
         if args.release_scores:
             fns["release"] = released_scores_loss
         medians = time_fns(fns, inputs, args.repeats, device)
@@ -254,6 +268,11 @@ def main() -> None:
             f"| {loss_only:.1f}x | {rel_diff:.1e} "
             f"| {grad_diff:.1e} | {mem_ours:.0f} | {mem_loop:.0f} | {mem_score:.0f} |"
         )
+        t_fixed = medians["fixed"]
+        form_rows.append(
+            f"| {case.name} | {case.max_pos} | {t_ours * 1e3:.1f} | {t_fixed * 1e3:.1f} | {t_fixed / t_ours:.2f} "
+            f"| {t_loop / t_fixed:.1f}x | {fixed_diff:.1e} | {fixed_grad_diff:.1e} |"
+        )
         if args.release_scores:
             t_rel = medians["release"]
             extra_rows.append(f"| {case.name} | {t_rel * 1e3:.0f} | {t_ours * 1e3:.1f} | {t_rel / t_ours:.1f}x |")
@@ -263,6 +282,11 @@ def main() -> None:
           f"+ about 8 (B, C) float32 tensors ({per_case})")
     print(f"peak memory: {how}; dense (B, C, C) float32 pairs at Open Images size would be "
           f"{96 * 7186 * 7186 * 4 / 2**30:.1f} GiB")
+    print(
+        "\n| case | max_positives | ours, sized from the batch (ms) | ours, fixed slots (ms) | fixed / sized "
+        "| loop / fixed | rel. value diff | max grad diff |\n|---|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(form_rows))
     if extra_rows:
         print("\n| case | loop + released broadcast scoring (ms) | ours (ms) | speed-up |\n|---|---|---|---|")
         print("\n".join(extra_rows))

@@ -14,7 +14,10 @@ Measured, each after ``--warmup`` steps, over ``--steps`` steps timed with CUDA 
 clock on the CPU):
 
 - ``sdl``: the SDL model (``sdl.models.create_model``) and ``sdl.losses`` SDL loss
-  (paper variant, lambda 0.3) over 925 tag vectors;
+  (paper variant, lambda 0.3) over 925 tag vectors, on CUDA with ``max_positives`` as
+  ``sdl.train`` gives it (fixed shapes, no host sync in the step);
+- ``sdl_sized`` (synthetic only): the same with the loss sized from each batch, which reads
+  the positive counts back to the host once a step: what that synchronisation costs;
 - ``bce``: the same backbone with a plain multi-label head, Linear(2048, 925) +
   BCEWithLogits;
 - ``forward``: the SDL model's forward pass alone (inference mode, eval BatchNorm);
@@ -161,11 +164,13 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[nn
     model.train()
     fused = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.Adam(parameter_groups(model, 3e-4), lr=1e-4, **fused)
-    if kind == "sdl":
+    if kind in ("sdl", "sdl_sized"):
         vectors = torch.nn.functional.normalize(
             torch.randn(args.tags, args.dim, generator=torch.Generator().manual_seed(1)), dim=1
         ).to(device)
-        sdl = create_loss("sdl", reg_lambda=0.3, variant="paper", reduction="max")
+        # As sdl.train: on CUDA the training set's largest label count bounds the positives.
+        bound = {"max_positives": args.max_positives} if kind == "sdl" and device.type == "cuda" else {}
+        sdl = create_loss("sdl", reg_lambda=0.3, variant="paper", reduction="max", **bound)
 
         def loss_fn(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             return sdl(output.float(), vectors, targets)  # float32, as sdl.train
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "synthetic" in args.only:
         results["synthetic"] = {}
         batches = synthetic_batches(args, device)
-        for kind in ("sdl", "bce", "forward"):
+        for kind in ("sdl", "sdl_sized", "bce", "forward"):
             model, step = build(kind, args, device)
             results["synthetic"][kind] = measure(step, batches, args, device)
             print(f"synthetic {kind}: {results['synthetic'][kind]['images_per_second']:.4g} images/s", flush=True)
@@ -346,6 +351,10 @@ def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Names
         if sdl and bce:
             ratios[f"sdl_over_bce_{data}"] = sdl / bce
             lines.append(f"- SDL / BCE ({data}): {sdl / bce:.3f} (target >= 0.95)")
+    sized, fixed = rate("synthetic", "sdl_sized"), rate("synthetic", "sdl")
+    if sized and fixed:
+        ratios["sdl_over_sdl_sized_synthetic"] = fixed / sized
+        lines.append(f"- SDL loss with fixed shapes / sized from each batch (synthetic): {fixed / sized:.3f}")
     for kind in ("sdl", "bce", "forward"):
         real, synthetic = rate("real", kind), rate("synthetic", kind)
         if real and synthetic:

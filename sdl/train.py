@@ -15,8 +15,9 @@ host-to-device copy of the next batch on a side stream while the current step co
 step reads nothing back to the host: the running loss stays on the device, and the progress
 bar / log lines show it through an asynchronous copy started at the previous log point
 (every 10 steps with a bar, 5 times an epoch without), so they lag by one log interval and
-never wait for the GPU; the epoch's mean loss is read once, at the end of the epoch. (The
-SDL loss itself still synchronises: its chunking sizes come from the data, see sdl.losses.)
+never wait for the GPU; the epoch's mean loss is read once, at the end of the epoch. On CUDA
+the SDL loss is given the training set's largest label count as ``max_positives``, so its
+shapes are fixed and it does not synchronise either (see sdl.losses.pairwise).
 
 Multi-GPU (``sdl.distributed``): under torchrun every rank trains on its shard of each global
 batch of ``batch_size`` images (``batch_size / world size`` each, ``EpochOrder`` with a rank),
@@ -408,7 +409,7 @@ def _train(
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = create_loss(config.loss, **_loss_kwargs(config))
+    loss_fn = create_loss(config.loss, **loss_kwargs(config, data, device))
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
     optimizer = optimizer_class(parameter_groups(model, config.weight_decay), lr=config.lr, **fused)
@@ -586,10 +587,14 @@ def _log_progress(bar, meter: _LossMeter, rate: float, epoch: int, epochs: int, 
         log.info("epoch %d/%d step %d/%d: loss %s, %.0f images/s", epoch + 1, epochs, step + 1, steps, shown, rate)
 
 
-def _loss_kwargs(config: TrainConfig) -> dict[str, Any]:
+def loss_kwargs(config: TrainConfig, data: TrainData, device: torch.device) -> dict[str, Any]:
+    """The loss's keyword arguments: ``config.loss_kwargs``, the reduction, and on CUDA the
+    largest label count of the training set as ``max_positives`` (the sync-free loss)."""
     kwargs = dict(config.loss_kwargs)
     if config.loss == "sdl":
         kwargs.setdefault("reduction", config.reduction)
+    if config.loss in ("sdl", "fast0tag") and device.type == "cuda" and len(data.train_targets):
+        kwargs.setdefault("max_positives", int((np.asarray(data.train_targets) == 1).sum(axis=1).max()))
     return kwargs
 
 

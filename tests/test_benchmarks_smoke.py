@@ -74,6 +74,7 @@ def test_gpu_train_bench_on_the_cpu_with_a_tiny_backbone(tmp_path):
     ])
     assert set(payload["results"]) == {"synthetic", "real"}
     assert set(payload["results"]["real"]) == {"loader", "sdl", "bce", "forward"}
+    assert set(payload["results"]["synthetic"]) == {"sdl", "sdl_sized", "bce", "forward"}
     assert {"sdl_over_bce_synthetic", "sdl_over_bce_real", "real_over_synthetic_sdl"} <= set(payload["ratios"])
     assert json.loads(out.read_text())["results"]["synthetic"]["sdl"]["images_per_second"] > 0
 

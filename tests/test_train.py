@@ -22,6 +22,7 @@ from torch import nn
 from sdl.data.dataset import AugmentConfig, TaggedImageDataset
 from sdl.data.images import ImageDecodeError
 from sdl.inference import compute_scores
+from sdl.losses import create_loss
 from sdl.models import create_model, load_model
 from sdl.train import (
     BEST_DIR,
@@ -29,6 +30,7 @@ from sdl.train import (
     EpochOrder,
     TrainConfig,
     TrainData,
+    loss_kwargs,
     parameter_groups,
     seed_everything,
     train,
@@ -287,6 +289,25 @@ def test_parameter_groups_split_by_kind():
     assert id(model.backbone.bn1.weight) in expected_no_decay
     assert id(model.backbone.conv1.weight) not in expected_decay | expected_no_decay
     assert len(expected_no_decay) == 2 * 20  # resnet18: 20 BatchNorm layers, weight and bias each
+
+
+def test_cuda_training_uses_the_sync_free_loss_bounded_by_the_largest_label_count(data):
+    config = _config(loss_kwargs={"reg_lambda": 0.1})
+    most = int(data.train_targets.sum(axis=1).max())
+    assert most >= 2
+    on_cpu = loss_kwargs(config, data, torch.device("cpu"))
+    assert on_cpu == {"reg_lambda": 0.1, "reduction": "max"}  # the CPU keeps the data-sized walk
+    on_cuda = loss_kwargs(config, data, torch.device("cuda"))
+    assert on_cuda == {**on_cpu, "max_positives": most}
+    explicit = loss_kwargs(_config(loss_kwargs={"max_positives": 9}), data, torch.device("cuda"))
+    assert explicit["max_positives"] == 9
+    # The bound admits every training image: the loss over the whole set is the same either way.
+    gen = torch.Generator().manual_seed(0)
+    matrices = torch.randn(len(data.train_targets), 2, WORDVEC_DIM, generator=gen)
+    vectors, targets = torch.from_numpy(data.seen_vectors), torch.from_numpy(data.train_targets)
+    fixed = create_loss("sdl", **on_cuda)(matrices, vectors, targets)
+    sized = create_loss("sdl", **on_cpu)(matrices, vectors, targets)
+    torch.testing.assert_close(fixed, sized, rtol=1e-6, atol=1e-7)
 
 
 def test_epoch_order():

@@ -18,6 +18,7 @@ compares its positives to a zero score instead, sum_p softplus(-s_p) / |P|, as r
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Literal
 
@@ -26,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdl.losses.pairwise import (
-    DEFAULT_MAX_PAIR_ELEMENTS,
+    check_max_positives,
+    default_pair_budget,
+    fixed_positive_slots,
     pairwise_softplus_sum,
     positive_slots,
     rows_per_chunk,
@@ -38,7 +41,9 @@ Variant = Literal["paper", "official"]
 VARIANTS: tuple[str, ...] = ("paper", "official")
 
 
-def _check_options(reg_lambda: float, variant: str, reduction: str, max_pair_elements: int | None) -> None:
+def _check_options(
+    reg_lambda: float, variant: str, reduction: str, max_pair_elements: int | None, max_positives: int | None = None
+) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     if reduction not in REDUCTIONS:
@@ -48,6 +53,7 @@ def _check_options(reg_lambda: float, variant: str, reduction: str, max_pair_ele
         raise ValueError(f"reg_lambda must be a number in [0, 1], got {reg_lambda!r}")
     if max_pair_elements is not None and int(max_pair_elements) < 1:
         raise ValueError(f"max_pair_elements must be >= 1, got {max_pair_elements}")
+    check_max_positives(max_positives)
 
 
 def _check_inputs(matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> None:
@@ -70,31 +76,46 @@ def _check_inputs(matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: to
 
 
 def semantic_diversity_weight(
-    tag_vectors: torch.Tensor, positives: torch.Tensor, *, max_elements: int | None = None
+    tag_vectors: torch.Tensor,
+    positives: torch.Tensor,
+    *,
+    max_elements: int | None = None,
+    max_positives: int | None = None,
 ) -> torch.Tensor:
     """SDW ``w_d = 1 + sum_i var_i(P)`` per image (eq. 3), shape (B,); 1 with fewer than 2 positives.
 
     Unbiased variance over each image's positive word vectors, per dimension. It is a per-image
     weight, so it carries no gradient (the released code's word vectors are constants too).
+    ``max_positives`` (a bound on |P|) pads every image to that many positives, so that no
+    shape depends on the data and nothing is read back to the host.
     """
-    budget = DEFAULT_MAX_PAIR_ELEMENTS if max_elements is None else int(max_elements)
+    check_max_positives(max_positives)
+    budget = default_pair_budget(positives.device) if max_elements is None else int(max_elements)
     with torch.no_grad():
         vectors = tag_vectors.detach()
         batch, dim = positives.shape[0], vectors.shape[1]
-        slots = positive_slots(positives)
-        num_slots = slots.num_slots
         weight = vectors.new_ones(batch)
-        if num_slots < 2:
-            return weight
-        # (B, Pmax) table of positive tags; padding points at tag 0 and is masked out.
-        table = torch.zeros(batch, num_slots, dtype=torch.long, device=positives.device)
-        table[slots.img_idx, slots.slot_idx] = slots.tag_idx
-        valid = (torch.arange(num_slots, device=positives.device) < slots.counts[:, None]).to(vectors.dtype)
-        counts = slots.counts.to(vectors.dtype)
+        counts = positives.sum(dim=1)
+        if max_positives is None:
+            slots = positive_slots(positives)
+            num_slots = slots.num_slots
+            if num_slots < 2:
+                return weight
+            # (B, Pmax) table of positive tags; padding points at tag 0 and is masked out.
+            table = torch.zeros(batch, num_slots, dtype=torch.long, device=positives.device)
+            table[slots.img_idx, slots.slot_idx] = slots.tag_idx
+            valid = torch.arange(num_slots, device=positives.device) < counts[:, None]
+        else:
+            table, valid = fixed_positive_slots(positives, max_positives)
+            num_slots = table.shape[1]
+            if num_slots < 2:
+                return weight
+        mask_all = valid.to(vectors.dtype)
+        counts = counts.to(vectors.dtype)
         step = rows_per_chunk(num_slots * dim, budget)
         for start in range(0, batch, step):
             rows = slice(start, start + step)
-            mask = valid[rows, :, None]
+            mask = mask_all[rows, :, None]
             vecs = vectors[table[rows]] * mask  # (images, Pmax, d)
             means = vecs.sum(dim=1, keepdim=True) / counts[rows, None, None].clamp(min=1)
             # Two passes (mean, then deviations): sum(x^2) - n mean^2 cancels badly in float32.
@@ -125,6 +146,7 @@ def sdl_loss(
     use_sdw: bool = True,
     reduction: Reduction = "max",
     max_pair_elements: int | None = None,
+    max_positives: int | None = None,
 ) -> torch.Tensor:
     """SDL loss (eq. 5), a scalar: mean over the batch of ``(1-lambda) w_d L_rank + lambda L_reg``.
 
@@ -138,22 +160,35 @@ def sdl_loss(
         use_sdw: weight the rank term by the SDW of eq. 3 (False: w_d = 1).
         reduction: tag score over the rows, "max" (eq. 1) or "l2" (the section 4.1 baseline).
         max_pair_elements: element budget of one working block: (positive, tag) pairs, and
-            the positive word vectors gathered for the SDW.
+            the positive word vectors gathered for the SDW (default: 256 Ki elements on the
+            CPU, 64 Mi on a GPU).
+        max_positives: a bound on any image's number of positives (e.g. the training set's
+            largest label count). Given, every shape is fixed in advance and the loss never
+            synchronises with the host, which keeps a GPU's queue full; an image over the
+            bound is an error. None (default) sizes the work from the batch (one sync).
 
     Low-precision inputs and autocast are computed in float32; float64 stays float64.
     """
-    _check_options(reg_lambda, variant, reduction, max_pair_elements)
+    _check_options(reg_lambda, variant, reduction, max_pair_elements, max_positives)
     _check_inputs(matrices, tag_vectors, targets)
     lam = float(reg_lambda)
     num_tags = tag_vectors.shape[0]
     # The loss sums thousands of pair terms: half precision would swamp them, so opt out of autocast.
-    with torch.autocast(device_type=matrices.device.type, enabled=False):
+    device_type = matrices.device.type
+    no_autocast = (
+        torch.autocast(device_type=device_type, enabled=False)
+        if torch.amp.is_autocast_available(device_type)
+        else contextlib.nullcontext()  # a device without autocast (e.g. "meta") has nothing to opt out of
+    )
+    with no_autocast:
         dtype = torch.float64 if matrices.dtype == torch.float64 else torch.float32
         mats = matrices.to(dtype)
         vectors = tag_vectors.to(dtype)
         positives = targets == 1
         scores = score_tags(mats, vectors, reduction)  # s_c = max_m (A t_c)_m, eq. 1
-        rank_sums = pairwise_softplus_sum(scores, positives, max_pair_elements=max_pair_elements)
+        rank_sums = pairwise_softplus_sum(
+            scores, positives, max_pair_elements=max_pair_elements, max_positives=max_positives
+        )
         num_pos = positives.sum(dim=1).to(dtype)
         num_neg = num_tags - num_pos
         if variant == "paper":
@@ -162,12 +197,16 @@ def sdl_loss(
         else:
             # Released code: with no negative, v = -s_p, i.e. each positive against a 0 score.
             no_neg = num_neg == 0
-            if bool(no_neg.any()):
+            # Without a bound the check is worth its sync; with one, stay on the device.
+            if max_positives is not None or bool(no_neg.any()):
                 lone = positives & no_neg[:, None]
                 rank_sums = rank_sums + torch.where(lone, F.softplus(-scores), 0.0).sum(dim=1)
             rank = rank_sums / num_pos.clamp(min=1)
         if use_sdw:
-            rank = semantic_diversity_weight(vectors, positives, max_elements=max_pair_elements) * rank
+            sdw = semantic_diversity_weight(
+                vectors, positives, max_elements=max_pair_elements, max_positives=max_positives
+            )
+            rank = sdw * rank
         per_image = (1.0 - lam) * rank  # eq. 5
         if lam > 0.0:
             per_image = per_image + lam * row_variance_regularizer(mats)  # eq. 4-5
@@ -183,6 +222,7 @@ def fast0tag_loss(
     use_sdw: bool = False,
     *,
     max_pair_elements: int | None = None,
+    max_positives: int | None = None,
 ) -> torch.Tensor:
     """Fast0Tag rank loss (Zhang et al., CVPR 2016), the M = 1 baseline of Table 3.
 
@@ -200,6 +240,7 @@ def fast0tag_loss(
         use_sdw=use_sdw,
         reduction="max",
         max_pair_elements=max_pair_elements,
+        max_positives=max_positives,
     )
 
 
@@ -214,14 +255,16 @@ class SDLLoss(nn.Module):
         use_sdw: bool = True,
         reduction: Reduction = "max",
         max_pair_elements: int | None = None,
+        max_positives: int | None = None,
     ) -> None:
         super().__init__()
-        _check_options(reg_lambda, variant, reduction, max_pair_elements)
+        _check_options(reg_lambda, variant, reduction, max_pair_elements, max_positives)
         self.reg_lambda = float(reg_lambda)
         self.variant: Variant = variant
         self.use_sdw = bool(use_sdw)
         self.reduction: Reduction = reduction
         self.max_pair_elements = max_pair_elements
+        self.max_positives = max_positives
 
     def forward(self, matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return sdl_loss(
@@ -233,6 +276,7 @@ class SDLLoss(nn.Module):
             use_sdw=self.use_sdw,
             reduction=self.reduction,
             max_pair_elements=self.max_pair_elements,
+            max_positives=self.max_positives,
         )
 
     def extra_repr(self) -> str:
@@ -246,15 +290,19 @@ class SDLLoss(nn.Module):
 class Fast0TagLoss(nn.Module):
     """``nn.Module`` form of :func:`fast0tag_loss` (needs M = 1)."""
 
-    def __init__(self, use_sdw: bool = False, max_pair_elements: int | None = None) -> None:
+    def __init__(
+        self, use_sdw: bool = False, max_pair_elements: int | None = None, max_positives: int | None = None
+    ) -> None:
         super().__init__()
-        _check_options(0.0, "paper", "max", max_pair_elements)
+        _check_options(0.0, "paper", "max", max_pair_elements, max_positives)
         self.use_sdw = bool(use_sdw)
         self.max_pair_elements = max_pair_elements
+        self.max_positives = max_positives
 
     def forward(self, matrices: torch.Tensor, tag_vectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return fast0tag_loss(
-            matrices, tag_vectors, targets, self.use_sdw, max_pair_elements=self.max_pair_elements
+            matrices, tag_vectors, targets, self.use_sdw, max_pair_elements=self.max_pair_elements,
+            max_positives=self.max_positives,
         )
 
     def extra_repr(self) -> str:

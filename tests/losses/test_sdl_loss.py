@@ -451,6 +451,8 @@ def test_cuda_matches_cpu() -> None:
             auto = sdl_loss(matrices.cuda(), vectors.cuda(), targets.cuda(), 0.3, variant)
         assert auto.dtype == torch.float32
         assert auto.item() == pytest.approx(cpu.item(), rel=1e-5)
+        fixed = sdl_loss(matrices.cuda(), vectors.cuda(), targets.cuda(), 0.3, variant, max_positives=_bound(targets))
+        assert fixed.item() == pytest.approx(cpu.item(), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -478,3 +480,80 @@ def test_input_validation() -> None:
     # The boundaries of [0, 1] are valid.
     assert torch.isfinite(sdl_loss(matrices, vectors, targets, reg_lambda=0))
     assert torch.isfinite(sdl_loss(matrices, vectors, targets, reg_lambda=1.0))
+
+
+# ---------------------------------------------------------------------------- fixed slots (no host sync)
+
+
+def _bound(targets: torch.Tensor) -> int:
+    return int((targets == 1).sum(dim=1).max())
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("use_sdw", [True, False])
+@pytest.mark.parametrize("slack", [0, 3, 100])
+@pytest.mark.parametrize("budget", [1, 37, None])
+def test_fixed_slots_match_reference_loop(variant: str, use_sdw: bool, slack: int, budget: int | None) -> None:
+    matrices, vectors, targets = make_case(6, 3, 5, 13, seed=29 + slack)
+    targets[0] = 1  # no negative: |P| = C, so the bound is C and slack past it is clamped
+    targets[1] = 0  # no positive
+    targets[2] = torch.where(torch.arange(13) == 4, 1, -1)
+    a_ref, a_got = matrices.clone().requires_grad_(), matrices.clone().requires_grad_()
+    want = reference_loss(a_ref, vectors, targets, 0.3, variant, use_sdw)
+    got = sdl_loss(a_got, vectors, targets, 0.3, variant, use_sdw=use_sdw,
+                   max_pair_elements=budget, max_positives=_bound(targets) + slack)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    want.backward()
+    got.backward()
+    torch.testing.assert_close(a_got.grad, a_ref.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_slots_gradcheck_and_tag_vector_gradient() -> None:
+    matrices, vectors, targets = make_case(4, 2, 3, 9, seed=31)
+    bound = _bound(targets) + 1
+    scores = (matrices @ vectors.T).amax(dim=1).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda s: pairwise_module.pairwise_softplus_sum(s, targets == 1, max_pair_elements=5, max_positives=bound),
+        (scores,),
+    )
+    t_ref, t_got = vectors.clone().requires_grad_(), vectors.clone().requires_grad_()
+    reference_loss(matrices, t_ref, targets, 0.3, "paper", use_sdw=False).backward()
+    sdl_loss(matrices, t_got, targets, 0.3, "paper", use_sdw=False, max_positives=bound).backward()
+    torch.testing.assert_close(t_got.grad, t_ref.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_fixed_slots_sdw_hand_worked_and_zero_bound() -> None:
+    vectors = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0], [0.0, 1.0, 1.0], [5.0, 5.0, 5.0]], dtype=F64)
+    positives = torch.tensor([[True, True, True, False], [False, False, False, False], [False, True, False, True]])
+    weight = semantic_diversity_weight(vectors, positives, max_elements=4, max_positives=3)
+    torch.testing.assert_close(weight, torch.tensor([1 + 11 / 3, 1.0, 28.0], dtype=F64))  # as worked above
+    matrices, vectors, _ = make_case(3, 2, 4, 6, seed=32)
+    empty = torch.zeros(3, 6, dtype=torch.long)
+    assert sdl_loss(matrices, vectors, empty, 0.3, max_positives=0).item() == pytest.approx(
+        sdl_loss(matrices, vectors, empty, 0.3).item(), rel=1e-12
+    )
+
+
+def test_fixed_slots_reject_an_image_over_the_bound() -> None:
+    matrices, vectors, targets = make_case(3, 2, 4, 10, seed=33)
+    targets[1] = 1
+    with pytest.raises(RuntimeError, match="more than max_positives = 4"):
+        sdl_loss(matrices, vectors, targets, max_positives=4)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="max_positives"):
+            sdl_loss(matrices, vectors, targets, max_positives=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_fixed_slots_never_read_data_back_to_the_host(variant: str) -> None:
+    # Tensors on the meta device have shapes but no values: .item(), .tolist(), float(),
+    # nonzero() and a Python `if` on a tensor all fail there. The fixed form's forward and
+    # backward run through, so nothing in them waits for the device (a GPU's queue stays full).
+    matrices = torch.randn(96, 7, 300, device="meta", requires_grad=True)
+    vectors = torch.randn(7186, 300, device="meta")
+    targets = torch.zeros(96, 7186, dtype=torch.long, device="meta")
+    loss = sdl_loss(matrices, vectors, targets, 0.3, variant, max_positives=60)
+    loss.backward()
+    assert loss.shape == () and matrices.grad.shape == matrices.shape
+    with pytest.raises((NotImplementedError, RuntimeError)):  # the data-sized form needs the values
+        sdl_loss(matrices, vectors, targets, 0.3, variant)
