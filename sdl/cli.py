@@ -258,8 +258,8 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     name = _model_name(args)
     reason = args.reason or "promoted by hand"
     try:
-        previous = registry.promote(name, args.version, reason, action="promote")
-    except registry.RegistrationError as error:
+        previous = registry.promote(name, args.version, reason, action="promote", wait_seconds=args.wait)
+    except (registry.RegistrationError, registry.ChampionBusy) as error:
         raise CliError(str(error)) from None
     if previous == args.version:
         print(f"{name}: version {args.version} already is champion; nothing changed")
@@ -274,8 +274,8 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     _check_store()
     name = _model_name(args)
     try:
-        current, target = registry.rollback(name, args.reason or "")
-    except registry.RegistrationError as error:
+        current, target = registry.rollback(name, args.reason or "", wait_seconds=args.wait)
+    except (registry.RegistrationError, registry.ChampionBusy) as error:
         raise CliError(str(error)) from None
     print(f"{name}: champion rolled back v{current if current is not None else '-'} -> v{target}")
     return 0
@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--version", type=int, required=True)
         if action in ("promote", "rollback"):
             sub.add_argument("--reason", default="", help="why (recorded in the champion history)")
+            sub.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                             help="wait this long for a champion change under way (a promotion gate) (default 60)")
         if action == "list":
             sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(func=func)

@@ -76,11 +76,13 @@ class RegisterParams:
     """The registered model's name (default ``sdl-<dataset>``) and the promotion gate: the
     challenger becomes champion when its ``primary_metric`` (``zsl|gzsl`` . ``map|precision@K|
     recall@K|f1@K``, on the same test images and vocabulary) beats the champion's by more than
-    zero and by at least ``min_margin`` points (>= 0)."""
+    zero and by at least ``min_margin`` points (>= 0). The gate holds the model's champion
+    lock; it waits up to ``lock_wait_seconds`` for a promotion or rollback under way."""
 
     model_name: str | None = None
     primary_metric: str = "gzsl.map"
     min_margin: float = 0.0
+    lock_wait_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         import re
@@ -91,6 +93,8 @@ class RegisterParams:
             )
         if not self.min_margin >= 0.0:
             raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+        if not self.lock_wait_seconds >= 0.0:
+            raise ValueError(f"lock_wait_seconds must be >= 0, got {self.lock_wait_seconds}")
 
 
 @dataclass(frozen=True)

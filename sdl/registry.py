@@ -13,6 +13,11 @@ tags the version (``champion.*``) and is appended to the registered model's tags
 ``sdl.champion_history`` (JSON log) and ``sdl.champion_stack`` (the versions that were
 champion, most recent last), which is what :func:`rollback` pops.
 
+Champion changes are serialised by a lock (:func:`champion_lock`, next to a sqlite store, in
+the temp folder for a server): the gate holds it from reading the champion until it has
+promoted, so a hand promotion or rollback never interleaves with it. It covers processes on
+one machine; MLflow offers no lock for a tracking server shared by several machines.
+
 Consistency: a version is created only after its model is fully logged, with the tag
 ``sdl.registration=incomplete``; it becomes ``complete`` once the ``challenger`` alias points
 at it. If anything fails in between, the version is deleted (and the previous challenger
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import logging
 import re
@@ -38,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from sdl import tracking
+from sdl.locks import LockBusy, file_lock
 from sdl.redaction import redact_mapping
 from sdl.vocabulary import vocabulary_hash
 from sdl.serving import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, png_base64, write_vocabulary
@@ -49,12 +56,40 @@ CHALLENGER = "challenger"
 STATUS_TAG = "sdl.registration"
 HISTORY_TAG = "sdl.champion_history"
 STACK_TAG = "sdl.champion_stack"
+# A hand promotion waits this long for a gate under way (which evaluates two models); the gate
+# waits longer for a hand promotion or rollback (a few registry calls).
+PROMOTE_WAIT_SECONDS = 60.0
+GATE_WAIT_SECONDS = 600.0
 _MAX_TAG_CHARS = 4000  # MLflow stores tag values up to 5000 characters (server stores may limit more)
 _METRIC = re.compile(r"^(zsl|gzsl)\.(map|(precision|recall|f1)@([1-9][0-9]*))$")
 
 
 class RegistrationError(RuntimeError):
     """Registering or moving an alias failed; the message says what state was left."""
+
+
+class ChampionBusy(LockBusy):
+    """Another champion change (gate, promotion, rollback) of the same model is under way."""
+
+
+def champion_lock_path(name: str, uri: str | None = None) -> Path:
+    """The lock file that serialises champion changes of ``name`` in the store ``uri``."""
+    uri = uri or tracking.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent / "locks"
+    else:
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir()) / "sdl-locks" / digest
+    return folder / f"{name}.champion.lock"
+
+
+def champion_lock(name: str, holder: str, wait_seconds: float = PROMOTE_WAIT_SECONDS):  # type: ignore[no-untyped-def]
+    """Context manager: hold the champion lock of ``name``; :class:`ChampionBusy` after
+    ``wait_seconds`` if another change keeps it."""
+    return file_lock(
+        champion_lock_path(name), f"{holder} (by {getpass.getuser()})", wait_seconds,
+        other=f"another champion change of {name}", error=ChampionBusy,
+    )
 
 
 def _client():  # type: ignore[no-untyped-def]
@@ -307,9 +342,17 @@ def _check_usable(name: str, version: int) -> None:
         raise RegistrationError(f"{name} version {version} is {status} (half registered): it cannot be champion")
 
 
-def promote(name: str, version: int, reason: str, action: str = "promote") -> int | None:
+def promote(
+    name: str, version: int, reason: str, action: str = "promote", wait_seconds: float = PROMOTE_WAIT_SECONDS
+) -> int | None:
     """Make ``version`` the champion (an explicit, logged action); return the previous one.
-    Promoting the current champion changes nothing."""
+    Promoting the current champion changes nothing. Holds the champion lock (waits up to
+    ``wait_seconds`` for it, then raises :class:`ChampionBusy`)."""
+    with champion_lock(name, f"{action} of version {version}", wait_seconds):
+        return _promote_locked(name, version, reason, action)
+
+
+def _promote_locked(name: str, version: int, reason: str, action: str) -> int | None:
     _check_usable(name, version)
     previous = current_alias_version(name, CHAMPION)
     if previous == version:
@@ -334,11 +377,17 @@ def promote(name: str, version: int, reason: str, action: str = "promote") -> in
     return previous
 
 
-def rollback(name: str, reason: str = "") -> tuple[int | None, int]:
+def rollback(name: str, reason: str = "", wait_seconds: float = PROMOTE_WAIT_SECONDS) -> tuple[int | None, int]:
     """Give ``champion`` back to the previous champion; return (from, to) versions.
 
     Pops the current champion off the champion stack; versions deleted or no longer
-    complete since are skipped. Raises RegistrationError when there is none to go back to."""
+    complete since are skipped. Raises RegistrationError when there is none to go back to.
+    Holds the champion lock, as :func:`promote`."""
+    with champion_lock(name, "rollback", wait_seconds):
+        return _rollback_locked(name, reason)
+
+
+def _rollback_locked(name: str, reason: str) -> tuple[int | None, int]:
     current = current_alias_version(name, CHAMPION)
     stack = champion_stack(name)
     while stack and stack[-1] == current:
@@ -458,12 +507,14 @@ def evaluate_registered(name: str, version: int, data: GateData) -> dict[str, An
 
 def run_gate(
     name: str, challenger: int, data: GateData, primary_metric: str = "gzsl.map", min_margin: float = 0.0,
+    wait_seconds: float = GATE_WAIT_SECONDS,
 ) -> GateDecision:
     """Compare ``challenger`` with the champion on ``data``; promote it when it wins.
 
     Wins: ``challenger - champion > 0`` and ``>= min_margin`` on ``primary_metric``. The first
     version (no champion yet) and a challenger facing a champion that cannot score the
-    current vocabulary are promoted. The decision is logged and written to the version."""
+    current vocabulary are promoted. The decision is logged and written to the version.
+    The champion lock is held throughout, so the champion compared is the one replaced."""
     if min_margin < 0:
         raise ValueError(f"min_margin must be >= 0, got {min_margin}")
     if not _METRIC.match(primary_metric):
@@ -471,6 +522,11 @@ def run_gate(
     k = _metric_k(primary_metric)
     ks = sorted(set(data.ks) | ({k} if k else set()))
     data = GateData(**{**data.__dict__, "ks": ks})
+    with champion_lock(name, f"promotion gate of version {challenger}", wait_seconds):
+        return _gate_locked(name, challenger, data, primary_metric, min_margin)
+
+
+def _gate_locked(name: str, challenger: int, data: GateData, primary_metric: str, min_margin: float) -> GateDecision:
     champion = current_alias_version(name, CHAMPION)
     challenger_metrics = evaluate_registered(name, challenger, data)
     challenger_value = metric_value(challenger_metrics, primary_metric)

@@ -5,8 +5,8 @@ The gate scores the challenger and the current `champion` from their registered 
 the test images with the current vocabulary, compares `register.<dataset>.primary_metric`
 (default `gzsl.map`) and moves `champion` only when the challenger wins by more than zero and
 by at least `min_margin`; the first model becomes champion. A model (training run) already
-registered is not registered again: a grown vocabulary reruns this stage without a new
-version. ``registered.json`` records the version, its aliases, the run and the gate's decision.
+registered and gated is not registered again: a grown vocabulary reruns this stage without a
+new version; a version whose gate did not finish (store down, champion lock busy) is gated. ``registered.json`` records the version, its aliases, the run and the gate's decision.
 
     python -m stages.register --dataset embedded --model models/embedded \
         --manifest data/embedded/manifest.parquet --split data/embedded/split \
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_dataset(args.params, args.dataset)
     name, run_id = params.model_name, tracking.read_run_id(args.model)
     existing = registry.version_of_run(name, run_id)
-    if existing is not None:
+    if existing is not None and "gate.decision" in existing.tags:
         previous = read_json(args.out) if Path(args.out).exists() else {}
         write_json(args.out, {**previous, "name": name, "version": existing.version,
                               "aliases": existing.aliases, "run_id": run_id})
@@ -54,18 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluation = read_json(args.metrics)
     version_tags.update({f"{s}.map": f"{evaluation[s]['map']:.4f}" for s in ("zsl", "gzsl")})
     version_tags["serving_vocabulary_size"] = str(len(vocabulary))
-    version = registry.register_version(
-        run_id, name, args.model, vocabulary["tag"].tolist(), vectors,
-        vocabulary.loc[vocabulary["unseen"], "tag"].tolist(),
-        example_image=paths[0] if paths else None, version_tags=version_tags,
-        wordvec_source=params.embed.source, wordvec_source_name=str(vocabulary["source"].iloc[0]),
-    )
+    if existing is None:
+        version = registry.register_version(
+            run_id, name, args.model, vocabulary["tag"].tolist(), vectors,
+            vocabulary.loc[vocabulary["unseen"], "tag"].tolist(),
+            example_image=paths[0] if paths else None, version_tags=version_tags,
+            wordvec_source=params.embed.source, wordvec_source_name=str(vocabulary["source"].iloc[0]),
+        )
+    else:  # registered by an earlier run whose gate did not finish (store down, lock busy)
+        version = existing.version
+        log.info("%s: run %s is already %s version %d, without a gate decision: running the gate",
+                 args.dataset, run_id, name, version)
     data = registry.GateData(
         paths=list(paths), targets=multi_hot(tag_lists, tags.all_tags), tags=tags,
         vectors=vectors[: len(tags.all_tags)], ks=list(params.evaluate.ks), protocol=params.evaluate.protocol,
         batch_size=params.evaluate.batch_size, num_workers=params.evaluate.num_workers, device=params.evaluate.device,
     )
-    decision = registry.run_gate(name, version, data, params.register.primary_metric, params.register.min_margin)
+    decision = registry.run_gate(
+        name, version, data, params.register.primary_metric, params.register.min_margin,
+        wait_seconds=params.register.lock_wait_seconds,
+    )
     aliases = registry.version_aliases(name, version)
     tracking.set_run_tags(run_id, {
         "registered.version": str(version), "gate.decision": "promoted" if decision.promoted else "kept_champion",

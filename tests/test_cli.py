@@ -16,7 +16,7 @@ import pytest
 
 from sdl import registry, tracking
 from sdl.cli import main
-from tests.test_registry import Project, independent_scores, open_project
+from tests.test_registry import Project, independent_scores, lock_held_by_another_process, open_project
 
 NAME = "sdl-embedded"  # the CLI's default model: models:/sdl-embedded@champion
 
@@ -136,6 +136,10 @@ def test_models_list_promote_and_rollback(project: Project, capsys: pytest.Captu
     assert code == 2 and "no previous champion" in err
     code, _, err = run_cli(capsys, "models", "promote", "--dataset", "embedded", "--version", "9")
     assert code == 2 and "no version 9" in err
+    with lock_held_by_another_process(registry.champion_lock_path(NAME), "the promotion gate of version 3"):
+        code, _, err = run_cli(capsys, "models", "promote", "--dataset", "embedded", "--version", "2", "--wait", "0.2")
+        assert code == 2 and "the promotion gate of version 3" in err and "try again" in err
+    assert registry.current_alias_version(NAME, "champion") == 1
     actions = [h["action"] for h in registry.champion_history(NAME)]
     assert actions == ["first", "promote", "rollback"]
     tags = tracking._mlflow().MlflowClient().get_model_version(NAME, "2").tags

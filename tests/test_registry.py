@@ -378,6 +378,71 @@ def test_register_stage_runs_the_gate_and_writes_its_decision(project: Project, 
     assert version.tags["vocabulary_hash"] == gate["vocabulary_hash"]
 
 
+@contextlib.contextmanager
+def lock_held_by_another_process(path: Path, holder: str) -> Iterator[None]:
+    """``sdl.locks.file_lock(path)`` held by a child process until the block ends."""
+    code = (
+        "import sys; from sdl.locks import file_lock\n"
+        f"with file_lock({str(path)!r}, {holder!r}):\n"
+        "    print('held', flush=True); sys.stdin.read()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=REPO_ROOT)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+
+
+def test_champion_changes_wait_for_the_champion_lock(project: Project, logged: dict[str, str], tmp_path: Path) -> None:
+    """While another process changes the champion, promote / rollback / the gate refuse after
+    their wait and change nothing; the register stage then gates the version it left ungated."""
+    from stages import register as register_stage
+
+    name = "sdl-locked"
+    v1, v2 = (registry.register_logged_model(logged["trained"], name, project.run_id) for _ in range(2))
+    registry.promote(name, v1, "first", action="first")
+    registry.promote(name, v2, "second")
+    history = registry.champion_history(name)
+    lock = registry.champion_lock_path(name)
+    assert lock.parent == project.root / "mlflow" / "locks"  # beside the sqlite store
+    with lock_held_by_another_process(lock, "a promotion in another process"):
+        busy = "another champion change of sdl-locked holds .*a promotion in another process"
+        with pytest.raises(registry.ChampionBusy, match=busy):
+            registry.promote(name, v1, "must wait", wait_seconds=0.3)
+        with pytest.raises(registry.ChampionBusy, match=busy):
+            registry.rollback(name, wait_seconds=0.3)
+        with pytest.raises(registry.ChampionBusy, match=busy):
+            registry.run_gate(name, v1, project.gate_data(), wait_seconds=0.3)
+        assert registry.current_alias_version(name, "champion") == v2
+        assert registry.champion_history(name) == history
+        assert "gate.decision" not in tracking._mlflow().MlflowClient().get_model_version(name, str(v1)).tags
+    assert registry.rollback(name, wait_seconds=0.3) == (v2, v1)  # released with its holder
+
+    # The register stage: the gate cannot get the lock, so the version stays an ungated challenger ...
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["register"]["embedded"].update(model_name="sdl-stage-locked", lock_wait_seconds=0.3)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = tmp_path / "registered.json"
+    argv = ["--dataset", "embedded", "--params", str(path), "--model", "models/embedded",
+            "--manifest", f"{D}/manifest.parquet", "--split", f"{D}/split", "--vocabulary", f"{D}/vocabulary.parquet",
+            "--metrics", "metrics/embedded/eval.json", "--out", str(out)]
+    with lock_held_by_another_process(registry.champion_lock_path("sdl-stage-locked"), "a rollback"):
+        with pytest.raises(registry.ChampionBusy, match="a rollback"):
+            register_stage.main(argv)
+    [version] = registry.list_versions("sdl-stage-locked")
+    assert version.aliases == ["challenger"] and "gate.decision" not in version.tags and not out.exists()
+    # ... and the next run gates that version instead of skipping it or registering another.
+    assert register_stage.main(argv) == 0
+    written = json.loads(out.read_text())
+    assert written["version"] == version.version and written["gate"]["promoted"] is True
+    assert [v.version for v in registry.list_versions("sdl-stage-locked")] == [version.version]
+    assert registry.current_alias_version("sdl-stage-locked", "champion") == version.version
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

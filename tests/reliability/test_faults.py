@@ -175,6 +175,7 @@ ATOMIC_BY_HAND = {
     ("sdl/data/fetch.py", "link_or_copy"): "a hard link to a temporary name, then os.replace",
     ("sdl/wordvecs.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",
     ("stages/train.py", "main"): "copies the best model into an sdl.io.atomic_dir staging folder",
+    ("sdl/locks.py", "file_lock"): "a lock file: only its holder note is written, and nothing reads it as an output",
 }
 _WRITE_METHODS = {"to_csv", "to_parquet", "to_json", "to_pickle", "savefig", "write_text", "write_bytes",
                   "write_table", "save_file", "save", "savez", "savez_compressed", "copytree", "copyfile",
