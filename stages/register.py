@@ -6,7 +6,8 @@ the test images with the current vocabulary, compares `register.<dataset>.primar
 (default `gzsl.map`) and moves `champion` only when the challenger wins by more than zero and
 by at least `min_margin`; the first model becomes champion. A model (training run) already
 registered and gated is not registered again: a grown vocabulary reruns this stage without a
-new version; a version whose gate did not finish (store down, champion lock busy) is gated. ``registered.json`` records the version, its aliases, the run and the gate's decision.
+new version; a version whose gate did not finish (store down, champion lock busy) is gated.
+``registered.json`` records the version, its aliases, the run and the gate's decision.
 
     python -m stages.register --dataset embedded --model models/embedded \
         --manifest data/embedded/manifest.parquet --split data/embedded/split \
