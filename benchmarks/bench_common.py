@@ -49,6 +49,17 @@ def load_average() -> str:
         return "unknown"
 
 
+def proc_status_kib(field: str) -> int | None:
+    """A KiB field of /proc/self/status (``VmRSS``, ``VmHWM``); None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def header(title: str) -> str:
     """The lines every benchmark prints first: title, date, machine, versions, command."""
     import torch

@@ -141,16 +141,6 @@ def released_steps(preds: np.ndarray, word_vecs: np.ndarray, targets: np.ndarray
 # --------------------------------------------------------------------------- measuring
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, float | None, Any]:
     """Median seconds over ``repeats``, peak RSS growth (MiB) of the first run, and the result."""
     times, peak, out = [], None, None
@@ -160,7 +150,7 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[fl
                 Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
             except OSError:
                 pass
-            base = _status_kib("VmRSS")
+            base = bench_common.proc_status_kib("VmRSS")
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -169,7 +159,7 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> tuple[fl
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         if i == 0:
-            hwm = _status_kib("VmHWM")
+            hwm = bench_common.proc_status_kib("VmHWM")
             peak = (hwm - base) / 1024 if hwm is not None and base is not None else None
     return statistics.median(times), peak, out
 

@@ -32,6 +32,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_common  # noqa: E402
 
 from sdl.losses import sdl_loss  # noqa: E402
 from sdl.losses.pairwise import default_pair_budget  # noqa: E402
@@ -148,16 +151,6 @@ def time_fns(fns: dict[str, Callable], inputs: tuple, repeats: int, device: torc
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _rss_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 IMPLS: dict[str, Callable[[int], Callable]] = {
     "ours": ours,
     "loop": lambda budget: released_style_loss,
@@ -191,9 +184,9 @@ def _memory_child(impl: str, case_name: str, budget: int) -> None:
     try:
         # Writing 5 to clear_refs resets the RSS high-water mark (Linux): VmHWM - VmRSS is this step's.
         Path("/proc/self/clear_refs").write_text("5")
-        base = _rss_kib("VmRSS")
+        base = bench_common.proc_status_kib("VmRSS")
         step(fn, *inputs)
-        peak = _rss_kib("VmHWM")
+        peak = bench_common.proc_status_kib("VmHWM")
         if base is not None and peak is not None:
             print((peak - base) / 1024, "RSS_high-water_growth")
             return

@@ -174,10 +174,6 @@ def split_images(labels: dict[int, set[str]], subset: str, test_rule: str = "any
     return chosen
 
 
-def _validate(path: Path) -> None:
-    load_rgb(path)
-
-
 @register_kind("coco")
 def acquire_coco(options: dict[str, Any], raw_dir: Path, progress: bool) -> Acquired:
     """The ``coco`` kind: 48 seen / 17 unseen classes, train2014 seen-only, val2014 test."""
@@ -245,7 +241,7 @@ def acquire_coco(options: dict[str, Any], raw_dir: Path, progress: bool) -> Acqu
             for relative, image in pending[subset]:
                 url = (join_location(spec.image_base_url, relative) if spec.image_base_url
                        else str(image.get("coco_url") or f"http://images.cocodataset.org/{relative}"))
-                jobs.append(FetchJob(name=relative, dest=image_root / relative, url=url, validate=_validate))
+                jobs.append(FetchJob(name=relative, dest=image_root / relative, url=url, validate=load_rgb))
         result = fetch_many(jobs, workers=spec.workers, progress=progress, retries=spec.retries, backoff=spec.backoff,
                             timeout=spec.timeout, desc="coco images")
         fetched, failed, failures = result.fetched, result.failed, result.failures

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 1 << 16
 MAX_WAIT_S = 300.0  # cap on one wait (a server asking for an hour would stall the whole run)
 Outcome = Literal["fetched", "skipped"]
-Validator = Callable[[Path], None]
+Validator = Callable[[Path], object]  # raises to reject the file; its result is ignored
 
 
 class FetchError(RuntimeError):

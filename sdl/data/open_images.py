@@ -192,10 +192,6 @@ def tag_names(seen: list[str], unseen: list[str], names: dict[str, str]) -> dict
 # --------------------------------------------------------------------------- acquisition
 
 
-def _validate(path: Path) -> None:
-    load_rgb(path)
-
-
 @register_kind("open_images")
 def acquire_open_images(options: dict[str, Any], raw_dir: Path, progress: bool) -> Acquired:
     """The ``open_images`` kind: 7,186 seen / 400 unseen labels, images from S3."""
@@ -254,7 +250,7 @@ def acquire_open_images(options: dict[str, Any], raw_dir: Path, progress: bool) 
             local_count += 1
         else:
             jobs.append(FetchJob(name=relative, dest=dest, bucket=spec.bucket, key=relative,
-                                 endpoint_url=spec.endpoint_url, unsigned=spec.unsigned, validate=_validate))
+                                 endpoint_url=spec.endpoint_url, unsigned=spec.unsigned, validate=load_rgb))
     result = fetch_many(jobs, workers=spec.workers, progress=progress, desc="open_images images",
                         retries=spec.retries, backoff=spec.backoff, timeout=spec.timeout)
 
