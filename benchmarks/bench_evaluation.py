@@ -5,8 +5,8 @@ ours against the released code's path, same data, same process.
     python benchmarks/bench_evaluation.py --images 2000 --repeats 1      # a quick look
     python benchmarks/bench_evaluation.py --device cuda    # our scoring on the GPU
 
-Ours: scores with ``sdl.scoring.score_tags`` in batches of ``--batch-size`` images (as
-``sdl.inference.compute_scores`` does with the model's output), then ``sdl.metrics``
+Ours: scores with ``sdl.models.scoring.score_tags`` in batches of ``--batch-size`` images (as
+``sdl.eval.inference.compute_scores`` does with the model's output), then ``sdl.eval.metrics``
 (``mean_average_precision``, ``precision_recall_f1_at_k``). ``evaluate()`` (ZSL + GZSL) is
 timed as well.
 
@@ -42,8 +42,8 @@ import bench_metrics  # noqa: E402  (the released metric loops, re-implemented)
 
 import torch  # noqa: E402
 
-from sdl.metrics import evaluate, mean_average_precision, precision_recall_f1_at_k  # noqa: E402
-from sdl.scoring import score_tags  # noqa: E402
+from sdl.eval.metrics import evaluate, mean_average_precision, precision_recall_f1_at_k  # noqa: E402
+from sdl.models.scoring import score_tags  # noqa: E402
 
 
 def make_data(n: int, m: int, d: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def make_data(n: int, m: int, d: int, c: int, seed: int) -> tuple[np.ndarray, np
 
 
 def our_scores(matrices: torch.Tensor, vectors: torch.Tensor, batch_size: int) -> np.ndarray:
-    """(N, C) scores in batches, as sdl.inference.compute_scores (scores come back to the host)."""
+    """(N, C) scores in batches, as sdl.eval.inference.compute_scores (scores come back to the host)."""
     chunks = [score_tags(matrices[i : i + batch_size], vectors, "max").cpu() for i in range(0, len(matrices), batch_size)]
     return torch.cat(chunks).numpy()
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"K = {args.ks}, our scoring on {device} (threads {torch.get_num_threads()}), batch {args.batch_size}\n",
           flush=True)
 
-    # ours: inputs where sdl.inference has them (the model's output on the device), not timed
+    # ours: inputs where sdl.eval.inference has them (the model's output on the device), not timed
     mats_t = torch.from_numpy(matrices).to(device)
     vecs_t = torch.from_numpy(vectors).to(device)
     our_scores(mats_t[: args.batch_size], vecs_t, args.batch_size)  # warm-up

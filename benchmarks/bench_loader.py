@@ -3,7 +3,7 @@
     python benchmarks/bench_loader.py [--workers 0 1 2] [--images 640] [--batch-size 32]
 
 Reads images through ``sdl.data.dataset.TaggedImageDataset`` and a ``DataLoader`` as
-``sdl.train`` does, for 0 (main process), 1 and 2 workers, and reports images/s:
+``sdl.training.loop`` does, for 0 (main process), 1 and 2 workers, and reports images/s:
 
 - ``embedded``: the real embedded images (``data/embedded/raw/images``, 64 px PNG mosaics) at
   the embedded training size (128 px) with its augmentation (flips, cutout);

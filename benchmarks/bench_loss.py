@@ -6,7 +6,7 @@ Times forward + backward at Open Images size (B=96, C=7,186, M=7, d=300, 1-30 po
 image) and NUS-WIDE size (B=192, C=925, 1-15 positives). The loop reproduces the released
 computation (official variant): scores by max over rows, a Python loop over images,
 softplus of (negative - positive) pairs / |P|, SDW, row-variance regulariser, x2. Both sides
-score with ``sdl.scoring.score_tags`` (one matmul); "scoring alone" times that shared part, and
+score with ``sdl.models.scoring.score_tags`` (one matmul); "scoring alone" times that shared part, and
 "loss-only speed-up" is (loop - scoring) / (ours - scoring). ``--release-scores`` also times
 the loop with the released code's broadcast-multiply scoring. Every image has at least one
 positive (the released code gives NaN otherwise). Peak memory on CPU is the RSS high-water
@@ -38,7 +38,7 @@ import bench_common  # noqa: E402
 
 from sdl.losses import sdl_loss  # noqa: E402
 from sdl.losses.pairwise import default_pair_budget  # noqa: E402
-from sdl.scoring import score_tags  # noqa: E402
+from sdl.models.scoring import score_tags  # noqa: E402
 
 REG_LAMBDA = 0.3
 

@@ -1,4 +1,4 @@
-"""Benchmark of sdl.metrics: vectorised mAP and P/R/F1@K vs a per-tag / per-image loop.
+"""Benchmark of sdl.eval.metrics: vectorised mAP and P/R/F1@K vs a per-tag / per-image loop.
 
 The loop follows the released evaluation code (Alibaba-MIIL/ZS_SDL,
 src/helper_functions/helper_functions.py): ``average_precision`` per tag (argsort, reverse,
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from sdl.metrics import (  # noqa: E402
+from sdl.eval.metrics import (  # noqa: E402
     average_precision_per_tag,
     evaluate,
     mean_average_precision,
@@ -200,7 +200,7 @@ def bench_vs_loop(args: argparse.Namespace) -> None:
         average_precision_per_tag(s64, targets[:, :m64]) - loop_ap_per_tag(s64, targets[:, :m64], range(m64))
     )))
     print("\nAP differences come from ties: random float32 scores tie (24-bit mantissa) and the loop\n"
-          "puts later images first among ties (argsort()[::-1]) where sdl.metrics keeps image order.\n"
+          "puts later images first among ties (argsort()[::-1]) where sdl.eval.metrics keeps image order.\n"
           f"Tie-free check (float64 scores, {m64} tags): max abs per-tag AP diff {d64:.1e} pct points\n"
           "(the official 1e-8 in the AP denominator).")
     print(f"\nevaluate() ZSL ({args.unseen} unseen) + GZSL ({c} tags), K = {ks}: {t_eval:.2f} s (median)")
@@ -260,7 +260,7 @@ def main() -> None:
     if args._large_child:
         large_child(args)
         return
-    print(f"# sdl.metrics benchmark — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+    print(f"# sdl.eval.metrics benchmark — {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(f"machine: {machine()}; numpy {np.__version__}; python {platform.python_version()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}\n")
     bench_vs_loop(args)

@@ -28,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 
-from tests.conftest import VENV_BIN, copy_repository, pipeline_env  # noqa: E402
+from tests.helpers.repo import VENV_BIN, copy_repository, pipeline_env  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 

@@ -8,7 +8,7 @@
 #    224 px, M = 7, d = 300, C = 925, bf16, channels_last): SDL vs BCE vs forward, synthetic
 #    tensors then the generated JPEG cache through the DataLoader;
 # 2. benchmarks/bench_loss.py --device cuda (the loss vs the per-image loop; ">= 50x" target);
-# 3. the CUDA tests (pytest -m gpu): sdl.train's CUDA loop with resume, the bench on CUDA;
+# 3. the CUDA tests (pytest -m gpu): sdl.training.loop's CUDA loop with resume, the bench on CUDA;
 # 4. benchmarks/bench_evaluation.py --device cuda (scores on the GPU, metrics on the CPU).
 # Each step has its own time limit, so one that hangs cannot eat the others' time; the last
 # lines printed are the summary tables.

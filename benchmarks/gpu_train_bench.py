@@ -7,7 +7,7 @@ forward pass, on synthetic tensors and fed by the real data path.
 Setting (paper, section 4.1; params.yaml ``train.nus_wide``): TResNet-M (timm ``tresnet_m``,
 random weights: speed does not depend on them), M = 7, d = 300, C = 925 seen tags, batch 192,
 224 px, Adam (fused on CUDA), bf16 autocast where supported (fp16 + gradient scaler
-otherwise), channels_last. Each training step is the one ``sdl.train`` runs: forward,
+otherwise), channels_last. Each training step is the one ``sdl.training.loop`` runs: forward,
 loss in float32, backward, optimiser step.
 
 Measured, each after ``--warmup`` steps, over ``--steps`` steps timed with CUDA events (host
@@ -15,7 +15,7 @@ clock on the CPU):
 
 - ``sdl``: the SDL model (``sdl.models.create_model``) and ``sdl.losses`` SDL loss
   (paper variant, lambda 0.3) over 925 tag vectors, on CUDA with ``max_positives`` as
-  ``sdl.train`` gives it (fixed shapes, no host sync in the step);
+  ``sdl.training.loop`` gives it (fixed shapes, no host sync in the step);
 - ``sdl_sized`` (synthetic only): the same with the loss sized from each batch, which reads
   the positive counts back to the host once a step: what that synchronisation costs;
 - ``bce``: the same backbone with a plain multi-label head, Linear(2048, 925) +
@@ -26,7 +26,7 @@ first on ``synthetic`` tensors already on the device (random images, 1-15 positi
 image), then on the ``real`` data path: a generated pre-resized JPEG cache (short side 256,
 as the ``download`` stage's ``cache_short_side``) read through ``TaggedImageDataset`` (paper
 augmentation: flips, cutout, RandAugment) and a DataLoader with ``--workers`` persistent,
-pinned-memory workers, copied to the device on a side stream as ``sdl.train`` does. The
+pinned-memory workers, copied to the device on a side stream as ``sdl.training.loop`` does. The
 loader alone (no model) is timed too. Prints a Markdown table of images/s, the ratios
 SDL/BCE (target >= 0.95) and real/synthetic (target >= 0.9), and writes JSON to
 ``--json`` or ``$OUT/gpu_train_bench.json`` when ``$OUT`` is set.
@@ -63,7 +63,8 @@ import timm  # noqa: E402
 from sdl.data.dataset import AugmentConfig, TaggedImageDataset  # noqa: E402
 from sdl.losses import create_loss  # noqa: E402
 from sdl.models import create_model  # noqa: E402
-from sdl.train import _device_batches, parameter_groups  # noqa: E402
+from sdl.training.device import device_batches  # noqa: E402
+from sdl.training.loop import parameter_groups  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -168,12 +169,12 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[nn
         vectors = torch.nn.functional.normalize(
             torch.randn(args.tags, args.dim, generator=torch.Generator().manual_seed(1)), dim=1
         ).to(device)
-        # As sdl.train: on CUDA the training set's largest label count bounds the positives.
+        # As sdl.training.loop: on CUDA the training set's largest label count bounds the positives.
         bound = {"max_positives": args.max_positives} if kind == "sdl" and device.type == "cuda" else {}
         sdl = create_loss("sdl", reg_lambda=0.3, variant="paper", reduction="max", **bound)
 
         def loss_fn(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-            return sdl(output.float(), vectors, targets)  # float32, as sdl.train
+            return sdl(output.float(), vectors, targets)  # float32, as sdl.training.loop
     else:
         bce = nn.BCEWithLogitsLoss()
 
@@ -221,7 +222,7 @@ def real_loader(args: argparse.Namespace, device: torch.device, cache: list[Path
 
 
 def real_batches(loader: DataLoader, args: argparse.Namespace, device: torch.device) -> Iterator:
-    return _device_batches(loader, device, not args.no_channels_last)  # sdl.train's copy path
+    return device_batches(loader, device, not args.no_channels_last)  # sdl.training.loop's copy path
 
 
 # --------------------------------------------------------------------------- measuring

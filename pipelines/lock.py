@@ -1,7 +1,7 @@
 """One pipeline run at a time per project: an exclusive lock on ``.state/locks/pipeline.lock``.
 
 Both flows take it, so a scheduled retraining never runs beside a rebuild (or itself). It is
-an :func:`sdl.locks.file_lock`: released when its holder exits, even when killed, and the
+an :func:`sdl.safety.locks.file_lock`: released when its holder exits, even when killed, and the
 file records who holds it.
 """
 
@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sdl.locks import LockBusy, file_lock
+from sdl.safety.locks import LockBusy, file_lock
 
 
 class PipelineBusy(LockBusy):

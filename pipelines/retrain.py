@@ -6,7 +6,7 @@ the growth passes the thresholds of ``retrain.<dataset>`` in params.yaml runs `t
 `evaluate` and `register` (whose promotion gate decides whether the new model becomes
 champion). Otherwise it logs that nothing is due. It holds the project's pipeline lock, so it
 never runs twice at once or beside a rebuild; registration itself never leaves a half-
-registered version (see sdl.registry). Running it again changes nothing: DVC skips what is
+registered version (see sdl.mlops.registry). Running it again changes nothing: DVC skips what is
 up to date and the registry registers a training run once.
 
     python -m pipelines.retrain --dataset embedded          # once, now
@@ -35,14 +35,14 @@ import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipelines.lock import pipeline_lock  # noqa: E402
-from sdl.config import dataset_params, load_params  # noqa: E402
-from sdl.growth import measure_growth, retraining_due  # noqa: E402
+from sdl.config.params import dataset_params, load_params  # noqa: E402
+from sdl.mlops.growth import measure_growth, retraining_due  # noqa: E402
 
 
 @task(name="compare-with-champion", retries=2, retry_delay_seconds=[10, 30])  # talks to the MLflow server
 def compare_with_champion(dataset: str, root: Path) -> dict[str, Any]:
     """Growth of the current vocabulary and labelled images over the champion's, and the verdict."""
-    from sdl import registry
+    from sdl.mlops import registry
 
     params = dataset_params(load_params(root / "params.yaml"), dataset)
     with contextlib.chdir(root):  # the default MLflow store is relative to the project

@@ -44,7 +44,7 @@ def _error(message: str) -> None:
 
 def _quiet() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("mlflow", "alembic", "urllib3", "sdl.registry"):
+    for name in ("mlflow", "alembic", "urllib3", "sdl.mlops.registry"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("sdl").setLevel(logging.INFO if os.environ.get("SDL_VERBOSE") else logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -52,7 +52,7 @@ def _quiet() -> None:
 
 
 def _check_store(model_uri: str | None = None) -> None:
-    from sdl import tracking
+    from sdl.mlops import tracking
 
     if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store():
         if not Path("mlflow/mlflow.db").is_file():
@@ -64,12 +64,11 @@ def _check_store(model_uri: str | None = None) -> None:
 
 def load_tagger(uri: str):  # type: ignore[no-untyped-def]
     """The pyfunc at ``uri`` and the SDL tagger inside it."""
-    from sdl import tracking
+    from sdl.mlops.pyfunc import load_pyfunc
 
     _check_store(uri)
-    mlflow = tracking._mlflow()
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        model = load_pyfunc(uri)
     except Exception as error:  # MlflowException, OSError: name what failed
         raise CliError(f"cannot load model {uri}: {error}") from None
     return model, model.unwrap_python_model()
@@ -119,10 +118,10 @@ def _predict(model: Any, paths: Sequence[str], tags: Sequence[str], vectors: Any
 
 
 def _tag_file_vocabulary(tagger: Any, path: str, errors: list[dict[str, str]]) -> tuple[list[str], Any]:
-    """Tags of a vocabulary file (sdl/vocabulary.py format): a tag's vector is the normalised
+    """Tags of a vocabulary file (sdl/text/vocabulary.py format): a tag's vector is the normalised
     mean of its forms' vectors (registered ones as registered, new ones from the model's
     word-vector source); tags with a form that has no vector are reported and left out."""
-    from sdl.vocabulary import Vocabulary, read_vocabulary_file, tag_vectors
+    from sdl.text.vocabulary import Vocabulary, read_vocabulary_file, tag_vectors
 
     try:
         entries = read_vocabulary_file(path)
@@ -210,7 +209,7 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from sdl import registry
+    from sdl.mlops import registry, tracking
 
     _check_store()
     name = _model_name(args)
@@ -224,7 +223,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         }, indent=2, default=str))
         return 0
     metrics = {k for v in versions for k in v.metrics}
-    primary = {v.tags["gate.primary_metric"].replace("@", "_at_") for v in versions if "gate.primary_metric" in v.tags}
+    primary = {tracking.metric_name(v.tags["gate.primary_metric"]) for v in versions if "gate.primary_metric" in v.tags}
     shown = [m for m in ("zsl.map", "gzsl.map", *sorted(primary)) if m in metrics]
     shown = list(dict.fromkeys(shown))
     header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "backbone"]
@@ -252,7 +251,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from sdl import registry
+    from sdl.mlops import registry
 
     _check_store()
     name = _model_name(args)
@@ -269,7 +268,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_rollback(args: argparse.Namespace) -> int:
-    from sdl import registry
+    from sdl.mlops import registry
 
     _check_store()
     name = _model_name(args)

@@ -6,11 +6,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from sdl.config import DatasetParams, check_params, load_params
-from sdl.io import atomic_write_text, write_json
-from sdl.validation import ValidationReport
+from sdl.config import DatasetParams, check_params, dataset_params, load_params
+from sdl.data.kinds import check_options
 
 
 def parse_args(doc: str | None, paths: Sequence[str], argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,23 +37,13 @@ def setup_logging() -> None:
 
 
 def load_dataset(params_path: str, dataset: str) -> DatasetParams:
-    """Check every dataset's params (before any work starts), then return ``dataset``'s."""
+    """Check every dataset's params, its kind's download options included (before any work
+    starts), then return ``dataset``'s."""
     params = load_params(params_path)
     checked = {p.name: p for p in check_params(params)}
     if dataset not in checked:
-        from sdl.config import dataset_params
-
-        return dataset_params(params, dataset)
+        checked[dataset] = dataset_params(params, dataset)
+    for name, section in checked.items():
+        check_options(section.download.kind, section.download.options, f"download.{name}")
     return checked[dataset]
 
-
-def write_validation_report(folder: str | Path, report: ValidationReport, title: str) -> bool:
-    """Save a validation report as report.json + report.md in ``folder``; print it if it failed."""
-    folder = Path(folder)
-    write_json(folder / "report.json", report.to_dict())
-    markdown = report.to_markdown(title)
-    atomic_write_text(folder / "report.md", markdown)
-    if not report.success:
-        print(markdown, file=sys.stderr)
-        logging.getLogger("stages").error("%s failed; report: %s", title, folder / "report.md")
-    return report.success

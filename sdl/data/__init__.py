@@ -1,1 +1,2 @@
-"""Datasets: manifests, images, the embedded default set, splits and torch datasets."""
+"""Data: the manifest, images and their cache, the torch dataset, the split, validation; the
+dataset kinds (``kinds/``) and the downloads they use (``fetch/``)."""

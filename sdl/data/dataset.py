@@ -11,7 +11,6 @@ augmentations").
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from sdl.config.training import AugmentConfig
 from sdl.data.images import load_rgb
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation switches."""
-
-    hflip: bool = True
-    cutout_p: float = 0.5
-    cutout_factor: float = 0.5
-    randaugment: bool = False
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.cutout_p <= 1.0:
-            raise ValueError(f"cutout_p must be in [0, 1], got {self.cutout_p}")
-        if not 0.0 < self.cutout_factor <= 1.0:
-            raise ValueError(f"cutout_factor must be in (0, 1], got {self.cutout_factor}")
 
 
 def cutout(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
@@ -56,6 +40,19 @@ def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def square_resize(image: Image.Image, size: int) -> Image.Image:
+    """Bilinear resize to ``size`` x ``size`` (aspect not kept), as the released code's
+    ``transforms.Resize((s, s))``; an image already that size is returned as it is."""
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.BILINEAR)
+
+
+def prepare_image(image: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The evaluation (and serving) input of an RGB image: square resize, then normalise."""
+    return to_tensor(square_resize(image, size), mean, std)
 
 
 class TaggedImageDataset(Dataset):
@@ -91,11 +88,7 @@ class TaggedImageDataset(Dataset):
 
     def load(self, index: int) -> Image.Image:
         """The decoded, resized (un-augmented) image."""
-        image = load_rgb(self.paths[index])
-        if image.size != (self.image_size, self.image_size):
-            # Square resize as the released code (transforms.Resize((s, s))).
-            image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-        return image
+        return square_resize(load_rgb(self.paths[index]), self.image_size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.load(index)

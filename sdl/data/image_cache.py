@@ -20,7 +20,7 @@ from PIL import Image
 
 from sdl.data.images import ImageDecodeError, load_rgb
 from sdl.data.manifest import resolve_paths
-from sdl.io import atomic_write_bytes
+from sdl.safety.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def cache_images(
         raise ValueError(f"cache short_side must be >= 16, got {short_side}")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in cache_dir.glob(".*.tmp"):  # a killed run's unfinished writes (sdl.io.atomic_open)
+    for leftover in cache_dir.glob(".*.tmp"):  # a killed run's unfinished writes (sdl.safety.atomic.atomic_open)
         leftover.unlink(missing_ok=True)
     sources = resolve_paths(manifest_path, manifest["path"])
     targets = [cache_dir / f"{image_id}.jpg" for image_id in manifest["image_id"]]

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sdl.io import write_parquet
+from sdl.safety.atomic import write_parquet
 
 MANIFEST_SCHEMA = pa.schema(
     [

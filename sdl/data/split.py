@@ -8,14 +8,15 @@ stage, and written to files that every later stage reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sdl.io import read_json, write_json, write_parquet
+from sdl.config.params import ImageSplitSpec, TagSplitSpec
+from sdl.safety.atomic import read_json, write_json, write_parquet
 
 SUBSETS = ("train", "val", "test")
 
@@ -44,17 +45,6 @@ class TagSplit:
         return [*self.seen, *self.unseen]
 
 
-@dataclass(frozen=True)
-class TagSplitSpec:
-    """How to split tags: ``listed`` (unseen given), ``predefined`` (roles from the dataset)
-    or ``random`` (``num_unseen`` drawn with ``seed``)."""
-
-    method: str = "listed"
-    unseen: list[str] = field(default_factory=list)
-    num_unseen: int = 0
-    seed: int = 0
-
-
 def split_tags(vocabulary: Sequence[str], spec: TagSplitSpec, roles: dict[str, str] | None = None) -> TagSplit:
     """Split ``vocabulary`` into seen and unseen tags according to ``spec``."""
     vocab = list(vocabulary)
@@ -81,24 +71,6 @@ def split_tags(vocabulary: Sequence[str], spec: TagSplitSpec, roles: dict[str, s
     else:
         raise ValueError(f"unknown tag split method {spec.method!r}: listed, predefined or random")
     return TagSplit(seen=[t for t in vocab if t not in set(unseen)], unseen=unseen)
-
-
-@dataclass(frozen=True)
-class ImageSplitSpec:
-    """Fractions of images for val and test (of the official train part where one exists)."""
-
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    seed: int = 0
-    train_seen_only: bool = False  # drop training images that show an unseen tag (COCO protocol)
-
-    def __post_init__(self) -> None:
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction must be < 1")
 
 
 def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -> pd.DataFrame:
@@ -159,3 +131,5 @@ def read_split(folder: str | Path) -> tuple[TagSplit, pd.DataFrame]:
     tags = read_json(folder / TAGS_FILE)
     images = pd.read_parquet(folder / IMAGES_FILE)
     return TagSplit(seen=list(tags["seen"]), unseen=list(tags["unseen"])), images
+
+

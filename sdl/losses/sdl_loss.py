@@ -35,7 +35,7 @@ from sdl.losses.pairwise import (
     rows_per_chunk,
 )
 from sdl.losses.registry import register_loss
-from sdl.scoring import REDUCTIONS, Reduction, score_tags
+from sdl.models.scoring import REDUCTIONS, Reduction, score_tags
 
 Variant = Literal["paper", "official"]
 VARIANTS: tuple[str, ...] = ("paper", "official")

@@ -2,7 +2,7 @@
 
 Paper section 3.2: the backbone's last fully connected layer is replaced so that the network
 outputs an ``M x d_w`` linear transformation matrix per image (``M`` principal directions in
-the word-vector space). Tags are scored with ``sdl.scoring.score_tags``.
+the word-vector space). Tags are scored with ``sdl.models.scoring.score_tags``.
 """
 
 from sdl.models.sdl_model import (

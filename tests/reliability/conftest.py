@@ -1,23 +1,18 @@
 """Fixtures of the reliability tests (bad inputs, faults, security).
 
 - ``built`` (session): the tiny embedded dataset taken through download .. embed, in process,
-  once; tests copy it (``reliability_helpers.copy_built``) before changing anything.
-- ``moto_s3`` (session): a moto S3 server on 127.0.0.1 (tests/data/replicas.py).
+  once; tests copy it (``tests.helpers.stages.copy_built``) before changing anything.
+- ``moto_s3`` (session): a moto S3 server on 127.0.0.1 (tests/helpers/replicas.py).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # `reliability_helpers`, in any import mode
-sys.path.insert(0, str(HERE.parent / "data"))  # `replicas`
-
-from reliability_helpers import THROUGH_EMBED, make_workdir, run_stage  # noqa: E402
+from tests.helpers.stages import THROUGH_EMBED, make_workdir, run_stage
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from reliability_helpers import (
+from tests.helpers.stages import (
     D,
     REPO_ROOT,
     copy_built,
@@ -36,12 +36,12 @@ from reliability_helpers import (
 from PIL import Image
 
 from sdl.data.dataset import TaggedImageDataset
-from sdl.data.embedded import ANIMAL_MNIST_CLASSES
+from sdl.data.kinds.embedded import ANIMAL_MNIST_CLASSES
 from sdl.data.image_cache import cache_images
 from sdl.data.images import ImageDecodeError, load_rgb
 from sdl.data.manifest import read_manifest
-from sdl.typed_config import ParamsError
-from sdl.validation import ValidationBounds, validate_dataset
+from sdl.config.typed import ParamsError
+from sdl.data.validation import ValidateParams, validate_dataset
 
 # --------------------------------------------------------------------------- images
 
@@ -182,7 +182,7 @@ def test_vocabulary_and_label_faults_are_reported(built: Path) -> None:
     tags = pd.DataFrame({"tag": vocabulary, "role": [""] * len(vocabulary)})
     report = validate_dataset(
         manifest, built / f"{D}/manifest.parquet", tags,
-        ValidationBounds(min_tags_per_image=1, max_tags_per_image=4, min_images_per_tag=1, max_tag_prevalence=1.0),
+        ValidateParams(min_tags_per_image=1, max_tags_per_image=4, min_images_per_tag=1, max_tag_prevalence=1.0),
     )
     assert not report.success
     failed = {(r["suite"], r["expectation"], r["column"]): r for r in report.rows if not r["success"]}

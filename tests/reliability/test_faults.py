@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from reliability_helpers import (
+from tests.helpers.stages import (
     REPO_ROOT,
     VENV_BIN,
     MlflowServer,
     copy_built,
-    free_port,
     kill_group,
     option,
     run_stage,
@@ -43,10 +42,11 @@ from reliability_helpers import (
     wait_for,
     write_params,
 )
-from replicas import MotoS3, ReplicaHTTPServer
+from tests.helpers.replicas import MotoS3, ReplicaHTTPServer, free_port
 
-from sdl.data.fetch import FetchError, fetch_s3
-from sdl.io import atomic_dir, atomic_write_bytes, atomic_write_text, write_json, write_parquet
+from sdl.data.fetch.errors import FetchError
+from sdl.data.fetch.s3 import fetch_s3
+from sdl.safety.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, write_json, write_parquet
 
 # --------------------------------------------------------------------------- disk full, unwritable
 
@@ -163,19 +163,22 @@ def test_atomic_dir_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path:
     assert os.listdir(model) == ["model.safetensors"] and os.listdir(model.parent) == ["embedded"]
 
 
-# Functions that write files without sdl.io, each checked by hand: why it is safe.
+# Functions that write files without sdl.safety.atomic, each checked by hand: why it is safe.
 ATOMIC_BY_HAND = {
-    ("sdl/io.py", "*"): "the atomic writers themselves",
-    ("sdl/train.py", "_save_checkpoint"): "torch.save to a .partial sibling, fsync, os.replace",
+    ("sdl/safety/atomic.py", "*"): "the atomic writers themselves",
+    ("sdl/training/checkpoints.py", "save_checkpoint"): "torch.save to a .partial sibling, fsync, os.replace",
     ("sdl/models/sdl_model.py", "save_model"): "safetensors to a .partial sibling, os.replace",
-    ("sdl/data/fetch.py", "_http_once"): "streams into <dest>.partial; renamed only once verified",
-    ("sdl/data/fetch.py", "_s3_once"): "streams into <dest>.partial; renamed only once verified",
-    ("sdl/data/fetch.py", "_finish"): "fsync of the verified .partial before os.replace",
-    ("sdl/data/fetch.py", "safe_extract"): "symlinks of checked archive entries (files go through atomic_open)",
-    ("sdl/data/fetch.py", "link_or_copy"): "a hard link to a temporary name, then os.replace",
-    ("sdl/wordvecs.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",
-    ("stages/train.py", "main"): "copies the best model into an sdl.io.atomic_dir staging folder",
-    ("sdl/locks.py", "file_lock"): "a lock file: only its holder note is written, and nothing reads it as an output",
+    ("sdl/data/fetch/http.py", "_http_once"): "streams into <dest>.partial; renamed only once verified",
+    ("sdl/data/fetch/s3.py", "_s3_once"): "streams into <dest>.partial; renamed only once verified",
+    ("sdl/data/fetch/verify.py", "_finish"): "fsync of the verified .partial before os.replace",
+    ("sdl/data/fetch/archives.py", "_extract_tar"): "symlinks of checked archive entries (files go through atomic_write_stream)",
+    ("sdl/data/fetch/locations.py", "link_or_copy"): "a hard link to a temporary name, then os.replace",
+    ("sdl/data/kinds/coco.py", "_annotation_files"): "Sources.extract: the safe extractor, files through atomic_write_stream",
+    ("sdl/data/kinds/nus_wide.py", "_resolver"): "Sources.extract: the safe extractor, files through atomic_write_stream",
+    ("sdl/data/kinds/nus_wide.py", "_url_file"): "Sources.extract: the safe extractor, files through atomic_write_stream",
+    ("sdl/text/sources.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",
+    ("sdl/mlops/training_run.py", "train_tracked"): "copies the best model into an sdl.safety.atomic.atomic_dir staging folder",
+    ("sdl/safety/locks.py", "file_lock"): "a lock file: only its holder note is written, and nothing reads it as an output",
 }
 _WRITE_METHODS = {"to_csv", "to_parquet", "to_json", "to_pickle", "savefig", "write_text", "write_bytes",
                   "write_table", "save_file", "save", "savez", "savez_compressed", "copytree", "copyfile",
@@ -207,7 +210,7 @@ def _writes(call: ast.Call) -> bool:
 
 
 def test_every_output_is_written_atomically() -> None:
-    """No function of sdl/ or stages/ writes a file except through sdl.io's atomic writers,
+    """No function of sdl/ or stages/ writes a file except through sdl.safety.atomic's atomic writers,
     a temporary sibling renamed with os.replace, or an in-memory buffer (checked by hand above)."""
     offenders = []
     for path in sorted([*REPO_ROOT.glob("sdl/**/*.py"), *REPO_ROOT.glob("stages/*.py")]):
@@ -298,7 +301,7 @@ def bucket(moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes
 
 
 def _client(endpoint: str, timeout: float) -> Any:
-    from sdl.data.fetch import s3_client
+    from sdl.data.fetch.s3 import s3_client
 
     return s3_client(endpoint, True, timeout)  # a timeout of its own: a client of its own
 
@@ -360,7 +363,7 @@ def _run(command: list[str], root: Path, log: Path, timeout: float = 300, **env:
 
 def _slow_images(server: ReplicaHTTPServer, delay: float) -> None:
     """Make the replica answer image requests after ``delay`` s (time to kill mid-download)."""
-    from replicas import _Handler
+    from tests.helpers.replicas import _Handler
 
     class Slow(_Handler):
         def do_GET(self) -> None:
@@ -375,7 +378,7 @@ def _slow_images(server: ReplicaHTTPServer, delay: float) -> None:
 def test_download_killed_mid_way_resumes_without_fetching_a_finished_file_twice(
     tmp_path: Path, tiny_params: dict[str, Any]
 ) -> None:
-    from replicas import write_nus_wide_replica
+    from tests.helpers.replicas import write_nus_wide_replica
 
     served = tmp_path / "served"
     server = ReplicaHTTPServer(served)
@@ -436,7 +439,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 @pytest.mark.slow
 def test_embed_killed_while_updating_its_cache_leaves_the_old_cache(built: Path, tmp_path: Path) -> None:
-    from sdl.wordvecs import read_cache
+    from sdl.text.cache import read_cache
 
     root = copy_built(built, tmp_path / "work")
     module, argv = stage_argv("embed")
@@ -512,7 +515,7 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_weights(
     for row_a, row_b in zip(final_a["history"], final_b["history"], strict=True):
         validation = sorted(k for k in row_a if k.startswith("val."))
         assert validation and [row_a[k] for k in validation] == [row_b[k] for k in validation]
-    # (train_loss of the interrupted epoch is not compared: sdl.train averages it over the
+    # (train_loss of the interrupted epoch is not compared: sdl.training.loop averages it over the
     # steps run since the resume only; see the report of this test suite)
 
 
@@ -525,7 +528,7 @@ def test_register_with_the_tracking_server_down_fails_clearly_then_registers_onc
 ) -> None:
     """`register` against a tracking server that is down: a non-zero exit naming the server and
     no version; with the server back, the next run registers exactly one complete version."""
-    from sdl import tracking
+    from sdl.mlops import tracking
 
     root = copy_built(built, tmp_path / "work")
     for stage in ("train", "evaluate"):  # the model and eval.json, with the local store
@@ -574,7 +577,7 @@ def test_register_with_the_tracking_server_down_fails_clearly_then_registers_onc
 def test_an_unreachable_tracking_server_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    from sdl import tracking
+    from sdl.mlops import tracking
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -600,7 +603,7 @@ def test_an_unreachable_tracking_server_is_named_at_once(monkeypatch: pytest.Mon
 def test_a_second_dvc_repro_on_the_same_repo_fails_fast_with_a_clear_message(
     tmp_path: Path, tiny_params: dict[str, Any]
 ) -> None:
-    from tests.conftest import copy_repository, pipeline_env
+    from tests.helpers.repo import copy_repository, pipeline_env
 
     root = copy_repository(tmp_path / "repo", tiny_params)
     env = {**pipeline_env(root), "PYTHONUNBUFFERED": "1"}

@@ -7,7 +7,7 @@
   a perfect ranking gives 100.
 
 AP is invariant to permuting images only without tied scores within a tag (ties keep image
-order, by design: see sdl/metrics.py), so the AP property draws distinct scores; P/R/F1@K
+order, by design: see sdl/eval/metrics.py), so the AP property draws distinct scores; P/R/F1@K
 (ties keep tag order) is checked with ties too.
 """
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from sdl.losses import create_loss
-from sdl.metrics import average_precision_per_tag, evaluate, mean_average_precision, precision_recall_f1_at_k
+from sdl.eval.metrics import average_precision_per_tag, evaluate, mean_average_precision, precision_recall_f1_at_k
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROTOCOLS = st.sampled_from(["sdl", "all"])

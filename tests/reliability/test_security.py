@@ -1,9 +1,9 @@
 """Security: nothing from outside runs code when read, credentials never leak, public
 buckets are read anonymously.
 
-- a scan of the source tree: no unpickling outside sdl/safe_pickle.py, every torch.load with
+- a scan of the source tree: no unpickling outside sdl/safety/safe_pickle.py, every torch.load with
   weights_only=True, np.load never with allow_pickle=True, yaml only with safe loaders, no
-  extractall (archives go through sdl.data.fetch.safe_extract);
+  extractall (archives go through sdl.data.fetch.core.safe_extract);
 - credentials in the environment and in params (a URL with user:password, a token in a
   query, an api_key) appear in no log line, no MLflow param or tag of a training run, no
   eval.json, model folder or run artifact;
@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import REPO_ROOT, copy_built, free_port, option, run_stage, stage_argv, store_uri, variant
+from tests.helpers.replicas import free_port
+from tests.helpers.stages import REPO_ROOT, copy_built, option, run_stage, stage_argv, store_uri, variant
 
-from sdl import tracking
-from sdl.data.fetch import FetchError, FetchJob, fetch_many, fetch_s3, fetch_url, s3_client
-from sdl.redaction import MASK, is_secret_key, redact, redact_mapping
+from sdl.mlops import tracking
+from sdl.data.fetch.errors import FetchError
+from sdl.data.fetch.jobs import FetchJob, fetch_many
+from sdl.data.fetch.s3 import fetch_s3, s3_client
+from sdl.data.fetch.http import fetch_url
+from sdl.safety.redaction import MASK, is_secret_key, redact, redact_mapping
 
 SOURCE_DIRS = ("sdl", "stages", "pipelines")
 
@@ -64,8 +68,8 @@ UNPICKLING = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load",
               "cloudpickle.load", "cloudpickle.loads", "joblib.load", "pd.read_pickle", "pandas.read_pickle",
               "shelve.open", "marshal.load", "marshal.loads", "yaml.unsafe_load", "yaml.full_load"}
 ALLOWED = {
-    ("sdl/safe_pickle.py", "pickle.Unpickler"): "the restricted unpickler (numpy arrays and plain containers only)",
-    ("sdl/cli.py", "mlflow.pyfunc.load_model"): "`sdl tag`: a model of the project's own registry, logged as code, not a pickle (see SECURITY.md)",
+    ("sdl/safety/safe_pickle.py", "pickle.Unpickler"): "the restricted unpickler (numpy arrays and plain containers only)",
+    ("sdl/mlops/pyfunc.py", "mlflow.pyfunc.load_model"): "`sdl tag` (load_pyfunc): a model of the project's own registry, logged as code, not a pickle (see SECURITY.md)",
 }
 
 
@@ -101,7 +105,7 @@ def test_nothing_from_outside_is_unpickled_or_loaded_with_code_execution() -> No
 def test_the_yaml12_loader_is_a_safe_loader() -> None:
     import yaml
 
-    from sdl.typed_config import _Yaml12Loader
+    from sdl.config.typed import _Yaml12Loader
 
     assert issubclass(_Yaml12Loader, yaml.SafeLoader)
 
@@ -150,7 +154,7 @@ def test_fetch_errors_and_logs_never_show_url_credentials(tmp_path: Path, caplog
 
 
 def test_run_file_and_registered_source_config_have_no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdl.registry import source_config
+    from sdl.mlops.model_logging import source_config
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ci:{TOKEN}@mlflow.example.org")
     tracking.write_run_file(tmp_path, "abc", "embedded")

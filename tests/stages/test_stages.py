@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from stages import download, embed, evaluate, register, split, train, validate
-from tests.conftest import REPO_ROOT
+from tests.helpers.repo import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

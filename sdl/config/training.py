@@ -1,0 +1,103 @@
+"""The training config: what defines a training run (``train.<dataset>`` in params.yaml).
+
+Plain dataclasses, no torch: reading params never loads the deep-learning stack. The training
+loop (``sdl.training``) takes a :class:`TrainConfig`; its :meth:`TrainConfig.fingerprint`
+decides whether a checkpoint resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdl.config.metric_names import MetricName
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation switches."""
+
+    hflip: bool = True
+    cutout_p: float = 0.5
+    cutout_factor: float = 0.5
+    randaugment: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cutout_p <= 1.0:
+            raise ValueError(f"cutout_p must be in [0, 1], got {self.cutout_p}")
+        if not 0.0 < self.cutout_factor <= 1.0:
+            raise ValueError(f"cutout_factor must be in (0, 1], got {self.cutout_factor}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; hashed to decide whether a checkpoint resumes."""
+
+    backbone: str = "tresnet_m"
+    pretrained: bool | str = True
+    num_rows: int = 7
+    image_size: int = 224
+    epochs: int = 7
+    batch_size: int = 192
+    lr: float = 1e-4
+    weight_decay: float = 3e-4
+    optimizer: str = "adam"
+    pct_start: float = 0.1
+    loss: str = "sdl"
+    loss_kwargs: dict[str, Any] = field(default_factory=lambda: {"reg_lambda": 0.3})
+    reduction: str = "max"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    best_metric: str = "gzsl.f1@3"
+    eval_batch_size: int = 256
+    checkpoint_every_steps: int = 0
+    max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap is for smoke tests)
+    # How, not what (left out of the fingerprint): processes (GPUs) per node under torchrun,
+    # an integer or "auto" (one per visible GPU); batch_size stays the global batch.
+    nproc_per_node: int | str = 1
+    pin_memory: bool = True  # page-locked loader batches (CUDA only)
+    persistent_workers: bool = True  # loader workers live across epochs (num_workers > 0)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (num_workers > 0; shared memory!)
+
+    def __post_init__(self) -> None:
+        positive = ("num_rows", "image_size", "epochs", "batch_size", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"train.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not 0 < self.pct_start < 1:
+            raise ValueError(f"train.pct_start must be in (0, 1), got {self.pct_start}")
+        if self.num_workers < 0 or self.checkpoint_every_steps < 0 or self.max_steps_per_epoch < 0:
+            raise ValueError("train.num_workers, checkpoint_every_steps, max_steps_per_epoch must be >= 0")
+        if self.nproc_per_node != "auto" and (
+            isinstance(self.nproc_per_node, bool) or not isinstance(self.nproc_per_node, int) or self.nproc_per_node < 1
+        ):
+            raise ValueError(f"train.nproc_per_node must be an integer >= 1 or 'auto', got {self.nproc_per_node!r}")
+        if self.prefetch_factor < 1:
+            raise ValueError(f"train.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        try:
+            MetricName.parse(self.best_metric)
+        except ValueError as error:
+            raise ValueError(f"train.best_metric: {error}") from None
+
+    def fingerprint(self) -> str:
+        """A hash of the settings that change what training computes (not where/how fast)."""
+        ignored = {
+            "num_workers", "device", "eval_batch_size", "checkpoint_every_steps", "nproc_per_node",
+            "pin_memory", "persistent_workers", "prefetch_factor",
+        }
+        settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

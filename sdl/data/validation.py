@@ -1,0 +1,290 @@
+"""Data validation with Great Expectations 1.x: suites on the manifest, the vocabulary, the
+split and the word vectors.
+
+For the ``validate`` stage, suites run on pandas frames derived from the manifest and the tag table:
+``manifest`` (ids unique and present, files present, tags per image within bounds),
+``labels`` (every tag of every image is in the vocabulary), ``vocabulary`` (tags unique,
+non-empty, roles known, images per tag and prevalence within bounds) and ``images`` (a
+sample, or all, of the image files decode). :func:`validate_split` (the ``split`` stage)
+checks the published split sizes, and :func:`validate_vectors` (the ``embed`` stage) that
+every tag has a finite unit vector. Each gives a JSON and a Markdown report a person can
+read; the caller decides what a failure stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdl.config.params import ValidateParams
+from sdl.data.images import ImageDecodeError, load_rgb
+from sdl.data.manifest import resolve_paths
+from sdl.safety.atomic import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of every expectation, as JSON-ready rows, plus the overall verdict."""
+
+    success: bool
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "summary": self.summary, "expectations": self.rows}
+
+    def to_markdown(self, title: str) -> str:
+        """A readable report: verdict, counts, and each expectation with what was unexpected."""
+        verdict = "PASSED" if self.success else "FAILED"
+        lines = [f"# Validation of {title}: {verdict}", ""]
+        lines += [f"- {key}: {value}" for key, value in self.summary.items()]
+        lines += ["", "| suite | expectation | column | ok | unexpected | examples |", "|---|---|---|---|---|---|"]
+        for row in self.rows:
+            examples = ", ".join(map(str, row["examples"][:5])).replace("|", "\\|")
+            lines.append(
+                f"| {row['suite']} | {row['expectation']} | {row.get('column') or ''} | "
+                f"{'yes' if row['success'] else '**NO**'} | {row['unexpected_count']} | {examples} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def tag_key(tag: object) -> str:
+    """The word a tag stands for: case and runs of whitespace do not make another tag
+    ("Polar  bear " is "polar bear"), since they get the same word vector."""
+    return " ".join(str(tag).split()).lower()
+
+
+def _decodable(paths: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for path in paths:
+        try:
+            load_rgb(path)
+            rows.append({"path": str(path), "decodable": True, "error": ""})
+        except ImageDecodeError as error:
+            rows.append({"path": str(path), "decodable": False, "error": str(error)})
+    return rows
+
+
+def build_frames(
+    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidateParams
+) -> dict[str, pd.DataFrame]:
+    """The frames the suites run on, derived from the manifest and tag table."""
+    paths = resolve_paths(manifest_path, manifest["path"])
+    images = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"],
+            "num_tags": manifest["tags"].map(len).astype(int),
+            "file_exists": [p.is_file() for p in paths],
+        }
+    )
+    labels = pd.DataFrame(
+        [{"row": r, "image_id": i, "tag": t}
+         for r, (i, ts) in enumerate(zip(manifest["image_id"], manifest["tags"], strict=True)) for t in ts],
+        columns=["row", "image_id", "tag"],
+    )
+    counts = Counter(labels["tag"])
+    vocabulary = tags.assign(
+        images=[counts.get(t, 0) for t in tags["tag"]],
+        prevalence=[counts.get(t, 0) / max(len(manifest), 1) for t in tags["tag"]],
+        tag_key=[tag_key(t) for t in tags["tag"]],
+    )
+    existing = [p for p, ok in zip(paths, images["file_exists"], strict=True) if ok]
+    if bounds.decode_sample and len(existing) > bounds.decode_sample:
+        rng = np.random.default_rng(bounds.seed)
+        existing = [existing[i] for i in sorted(rng.choice(len(existing), bounds.decode_sample, replace=False))]
+    decoded = pd.DataFrame(_decodable(existing), columns=["path", "decodable", "error"])
+    return {"manifest": images, "labels": labels, "vocabulary": vocabulary, "images": decoded}
+
+
+def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
+    import great_expectations as gx
+
+    e = gx.expectations
+    return {
+        "manifest": [
+            e.ExpectColumnValuesToNotBeNull(column="image_id"),
+            e.ExpectColumnValuesToBeUnique(column="image_id"),
+            e.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
+            e.ExpectColumnValuesToBeBetween(
+                column="num_tags", min_value=bounds.min_tags_per_image, max_value=bounds.max_tags_per_image
+            ),
+            e.ExpectTableRowCountToBeBetween(min_value=1),
+        ],
+        "labels": [
+            e.ExpectColumnValuesToBeInSet(column="tag", value_set=vocab),
+            # a tag listed twice for one image is a data error (counted once by the targets)
+            # (per manifest row: a repeated image id is the manifest suite's finding)
+            e.ExpectCompoundColumnsToBeUnique(column_list=["row", "image_id", "tag"]),
+        ],
+        "vocabulary": [
+            e.ExpectColumnValuesToNotBeNull(column="tag"),
+            e.ExpectColumnValuesToBeUnique(column="tag"),
+            # tags differing only by case or surrounding spaces are the same word vector
+            e.ExpectColumnValuesToBeUnique(column="tag_key"),
+            e.ExpectColumnValueLengthsToBeBetween(column="tag_key", min_value=1),
+            e.ExpectColumnValuesToBeInSet(column="role", value_set=["seen", "unseen", ""]),
+            e.ExpectColumnValuesToBeBetween(column="images", min_value=bounds.min_images_per_tag),
+            e.ExpectColumnValuesToBeBetween(column="prevalence", max_value=bounds.max_tag_prevalence),
+            e.ExpectTableRowCountToBeBetween(min_value=2),
+        ],
+        "images": [e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])],
+    }
+
+
+def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Run each suite on its frame in an ephemeral GX context; one row per expectation."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("sdl")
+    rows: list[dict[str, Any]] = []
+    for name, expectations in suites.items():
+        frame = frames[name]
+        if frame.empty and name == "images":
+            continue  # nothing to decode: the manifest suite already reports missing files
+        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        suite = context.suites.add(gx.ExpectationSuite(name=name))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        for item in result.results:
+            config = item.expectation_config
+            detail = item.result or {}
+            examples = list(detail.get("partial_unexpected_list") or [])
+            if name == "labels" and examples:
+                examples = sorted({f"{x.get('image_id')}: {x.get('tag')}" if isinstance(x, dict) else x for x in examples})
+            if name == "images" and not item.success:
+                examples = frame.loc[~frame["decodable"], "error"].tolist()
+            if name == "manifest" and config.kwargs.get("column") == "file_exists" and not item.success:
+                examples = frame.loc[~frame["file_exists"], "image_id"].tolist()
+            if name == "vocabulary" and config.kwargs.get("column") in ("images", "prevalence") and not item.success:
+                column = config.kwargs["column"]
+                low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+                bad = frame[(frame[column] < (low if low is not None else -np.inf)) | (frame[column] > (high if high is not None else np.inf))]
+                examples = [f"{t} ({v:g})" for t, v in zip(bad["tag"], bad[column], strict=True)]
+            rows.append(
+                {
+                    "suite": name,
+                    "expectation": config.type,
+                    "column": config.kwargs.get("column"),
+                    "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id", "value_set")},
+                    "success": bool(item.success),
+                    "unexpected_count": int(detail.get("unexpected_count") or (0 if item.success else 1)),
+                    "observed_value": _plain(detail.get("observed_value")),
+                    "examples": [_plain(x) for x in examples[:20]],
+                }
+            )
+    return rows
+
+
+def validate_dataset(
+    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidateParams
+) -> ValidationReport:
+    """Run all suites on a dataset; the report says what failed and shows examples."""
+    frames = build_frames(manifest, manifest_path, tags, bounds)
+    vocab = tags["tag"].tolist()
+    rows = run_suites(frames, _suites(vocab, bounds))
+    summary = {
+        "images": len(manifest),
+        "tags": len(tags),
+        "labels": len(frames["labels"]),
+        "missing_files": int((~frames["manifest"]["file_exists"]).sum()),
+        "decoded": len(frames["images"]),
+        "undecodable": int((~frames["images"]["decodable"].astype(bool)).sum()),
+    }
+    return _report(rows, summary)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _report(rows: list[dict[str, Any]], summary: dict[str, Any]) -> ValidationReport:
+    summary = {**summary, "failed_expectations": sum(not r["success"] for r in rows)}
+    return ValidationReport(success=all(r["success"] for r in rows), rows=rows, summary=summary)
+
+
+def validate_split(
+    seen: list[str], unseen: list[str], images: pd.DataFrame, manifest: pd.DataFrame,
+    expected_seen: int | None, expected_unseen: int | None, train_seen_only: bool,
+) -> ValidationReport:
+    """Suites on the split: the published seen/unseen sizes (e.g. 925/81 for NUS-WIDE), disjoint
+    tag sets, non-empty train/test image sets, and no unseen tag in training where required."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    roles = pd.DataFrame({"tag": [*seen, *unseen], "role": ["seen"] * len(seen) + ["unseen"] * len(unseen)})
+    sizes = pd.DataFrame({"role": ["seen", "unseen"], "tags": [len(seen), len(unseen)],
+                          "expected": [expected_seen if expected_seen is not None else len(seen),
+                                       expected_unseen if expected_unseen is not None else len(unseen)]})
+    unseen_set = set(unseen)
+    tags_of = manifest.set_index("image_id")["tags"]
+    subsets = images.assign(shows_unseen=[any(t in unseen_set for t in tags_of[i]) for i in images["image_id"]])
+    train = subsets[subsets["subset"] == "train"]
+    frames = {"tag_split": roles, "split_sizes": sizes, "image_split": subsets, "train_images": train}
+    suites = {
+        "tag_split": [e.ExpectColumnValuesToBeUnique(column="tag")],
+        "split_sizes": [e.ExpectColumnPairValuesToBeEqual(column_A="tags", column_B="expected")],
+        "image_split": [
+            e.ExpectColumnValuesToBeUnique(column="image_id"),
+            e.ExpectColumnDistinctValuesToContainSet(column="subset", value_set=["train", "test"]),
+        ],
+        "train_images": [e.ExpectColumnValuesToBeInSet(column="shows_unseen", value_set=[False])] if train_seen_only else [],
+    }
+    rows = run_suites(frames, {k: v for k, v in suites.items() if v})
+    counts = images["subset"].value_counts().to_dict()
+    return _report(rows, {"seen": len(seen), "unseen": len(unseen), **{f"{k}_images": int(v) for k, v in counts.items()}})
+
+
+def validate_vectors(tags: list[str], cached_tags: list[str], vectors: np.ndarray) -> ValidationReport:
+    """Suites on the word vectors: every tag of the split has one, finite and of unit norm."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    frame = pd.DataFrame({
+        "tag": cached_tags,
+        "norm": np.linalg.norm(vectors, axis=1) if len(vectors) else [],
+        "finite": np.isfinite(vectors).all(axis=1) if len(vectors) else [],
+    })
+    suites = {"wordvecs": [
+        e.ExpectColumnDistinctValuesToContainSet(column="tag", value_set=list(tags)),
+        e.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        e.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
+    ]}
+    rows = run_suites({"wordvecs": frame}, suites)
+    missing = sorted(set(tags) - set(cached_tags))
+    for row in rows:
+        if row["expectation"] == "expect_column_distinct_values_to_contain_set" and missing:
+            row["examples"] = missing[:20]
+    return _report(rows, {"tags": len(tags), "vectors": len(cached_tags), "missing": len(missing),
+                          "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0})
+
+
+def write_report(folder: str | Path, report: ValidationReport, title: str) -> bool:
+    """Save a validation report as report.json + report.md in ``folder``; print it if it failed."""
+    folder = Path(folder)
+    write_json(folder / "report.json", report.to_dict())
+    markdown = report.to_markdown(title)
+    atomic_write_text(folder / "report.md", markdown)
+    if not report.success:
+        print(markdown, file=sys.stderr)
+        log.error("%s failed; report: %s", title, folder / "report.md")
+    return report.success

@@ -1,0 +1,69 @@
+"""Evaluation reports built on :mod:`sdl.eval.metrics`: the metrics dict and per-tag / per-K tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sdl.data.split import TagSplit
+from sdl.eval.metrics import average_precision_per_tag, evaluate, precision_recall_f1_at_k
+
+
+def _settings(scores: np.ndarray, targets: np.ndarray, tags: TagSplit) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    unseen = slice(len(tags.seen), len(tags.all_tags))
+    return {
+        "zsl": (scores[:, unseen], targets[:, unseen], tags.unseen),
+        "gzsl": (scores, targets, tags.all_tags),
+    }
+
+
+def summarise(scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str) -> dict[str, Any]:
+    """ZSL and GZSL metrics, chance levels and counts (columns: seen tags first, then unseen)."""
+    seen = np.arange(len(tags.seen))
+    unseen = np.arange(len(tags.seen), len(tags.all_tags))
+    results = evaluate(scores, targets, seen, unseen, list(ks), protocol=protocol)
+    results["tags"] = {"seen": len(tags.seen), "unseen": len(tags.unseen)}
+    results["ks"] = list(ks)
+    return results
+
+
+def evaluation_tables(
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, protocol: str, max_k: int = 20
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-tag AP (tag, setting, unseen, ap) and the P/R/F1@K curve (setting, k, ...) for K = 1..max_k."""
+    unseen = set(tags.unseen)
+    per_tag, curve = [], []
+    for setting, (s, t, names) in _settings(scores, targets, tags).items():
+        ap = average_precision_per_tag(s, t, protocol=protocol)
+        per_tag += [{"setting": setting, "tag": n, "unseen": n in unseen, "ap": float(a)} for n, a in zip(names, ap, strict=True)]
+        for k in range(1, min(max_k, len(names)) + 1):
+            p, r, f1 = precision_recall_f1_at_k(s, t, k, protocol=protocol)
+            curve.append({"setting": setting, "k": k, "precision": p, "recall": r, "f1": f1})
+    return pd.DataFrame(per_tag), pd.DataFrame(curve)
+
+
+def with_extra_tags(
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str
+) -> dict[str, Any]:
+    """P/R/F1@K when the vocabulary's extra tags (columns after the dataset's, no labelled
+    image) compete in every image's top K: how much the grown vocabulary distracts the tagger.
+    ``scores`` has the dataset's columns first, then the extra tags'."""
+    num_dataset = len(tags.all_tags)
+    num_extra = scores.shape[1] - num_dataset
+    padded = np.concatenate([targets, np.zeros((len(targets), num_extra), targets.dtype)], axis=1)
+    columns = {
+        "zsl": np.r_[len(tags.seen) : scores.shape[1]],  # unseen + extra
+        "gzsl": np.arange(scores.shape[1]),
+    }
+    result: dict[str, Any] = {"tags": int(scores.shape[1]), "extra_tags": int(num_extra)}
+    for setting, cols in columns.items():
+        result[setting] = {}
+        for k in ks:
+            if k > len(cols):
+                continue
+            p, r, f1 = precision_recall_f1_at_k(scores[:, cols], padded[:, cols], k, protocol=protocol)
+            result[setting].update({f"precision@{k}": p, f"recall@{k}": r, f"f1@{k}": f1})
+    return result

@@ -1,0 +1,210 @@
+"""Issue 7 end to end, in a temp copy of the repository: a growing vocabulary is ranked before
+any retraining; the retrain flow waits for its thresholds, then retrains through the gate;
+it refuses to run beside another pipeline run; its deployment runs through the Prefect API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from pipelines.lock import pipeline_lock
+from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
+from tests.helpers.replicas import free_port
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]) -> Path:
+    params = {**tiny_params, "retrain": {"embedded": {
+        "schedule": "0 3 * * *", "min_new_tags": 3, "min_new_images": 40, "min_relative_growth": None,
+    }}}
+    root = copy_repository(tmp_path_factory.mktemp("retrain"), params)
+    run_dvc(root, "repro")
+    return root
+
+
+def ran(output: str, stage: str) -> bool:
+    return f"Running stage '{stage}@embedded'" in output
+
+
+def retrain(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.retrain", "--dataset", "embedded", *args],
+        cwd=root, env=pipeline_env(root), capture_output=True, text=True, timeout=900,
+    )
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout[result.stdout.index("{") :])
+
+
+def test_new_tags_are_embedded_and_ranked_without_retraining(repo: Path) -> None:
+    with open(repo / "vocabularies/embedded.txt", "a", encoding="utf-8") as handle:
+        handle.write("lion\ntiger = tiger | big cat\n")
+    result = run_dvc(repo, "repro")
+    output = result.stdout + result.stderr
+    assert ran(output, "embed") and ran(output, "evaluate") and not ran(output, "train"), output
+    assert "Running stage 'download" not in output
+    evaluation = json.loads((repo / "metrics/embedded/eval.json").read_text())
+    assert evaluation["vocabulary"]["extra_tags"] == 2 and evaluation["vocabulary"]["tags"] == 12
+    registered = json.loads((repo / "metrics/embedded/registered.json").read_text())
+    assert registered["version"] == 1 and "champion" in registered["aliases"]  # no new version
+
+    image = next((repo / "data/embedded/raw/images").glob("*.png"))
+    script = (
+        "import mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow/mlflow.db')\n"
+        "m = mlflow.pyfunc.load_model('models:/sdl-embedded@champion')\n"
+        f"out = m.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'top_k': 12, "
+        f"'vocabulary': {str(repo / 'data/embedded/vocabulary.parquet')!r}}})\n"
+        "print(dict(zip(out.loc[0, 'tags'], out.loc[0, 'scores'])))\n"
+    )
+    env = pipeline_env(repo)
+    env.pop("PYTHONPATH")
+    result = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    scores = eval(result.stdout.strip())  # noqa: S307 (our own printed dict)
+    assert {"lion", "tiger"} <= set(scores) and len(scores) == 12
+
+
+def test_retrain_waits_for_its_thresholds_then_retrains_through_the_gate(repo: Path) -> None:
+    first = summary(retrain(repo))
+    assert first["due"] is False and first["retrained"] is False
+    assert first["growth"]["new_tags"] == 2 and "new tags 2 (threshold 3)" in first["reason"]
+    assert retrain(repo).returncode == 0  # idempotent: still nothing due, nothing changed
+    assert json.loads((repo / "metrics/embedded/registered.json").read_text())["version"] == 1
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"]["embedded"]["options"]["num_images"] = 200  # 50 more labelled images
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = summary(retrain(repo))
+    assert second["due"] is True and second["retrained"] is True
+    assert second["growth"]["new_images"] == 50 and "new labelled images 50 (threshold 40)" in second["reason"]
+    registered = json.loads((repo / "metrics/embedded/registered.json").read_text())
+    gate = registered["gate"]
+    assert registered["version"] == 2 and gate["champion_version"] == 1
+    won = gate["challenger_value"] > gate["champion_value"] + params["register"]["embedded"]["min_margin"]
+    assert gate["promoted"] is won and ("champion" in registered["aliases"]) is won
+
+
+def test_retrain_refuses_while_another_pipeline_run_holds_the_lock(repo: Path) -> None:
+    with pipeline_lock(repo, "a test holding the lock"):
+        result = retrain(repo)
+    assert result.returncode != 0
+    assert "another pipeline run holds" in result.stdout + result.stderr
+    assert "a test holding the lock" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def prefect_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A temporary Prefect server on 127.0.0.1 and the environment that points at it."""
+    folder = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    env = {**pipeline_env(repo), "PREFECT_HOME": str(folder / "home")}
+    log = folder / "server.log"
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(lambda: requests.get(f"{api}/health", timeout=2).ok, 120, log)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        stop(server)
+
+
+def trigger(env: dict[str, str], root: Path, deployment: str) -> dict[str, Any]:
+    """Run a deployment through the Prefect API and wait for it; its final state and schedules."""
+    script = (
+        "import asyncio, json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.deployments import run_deployment\n"
+        "async def main():\n"
+        "    async with get_client() as client:\n"
+        f"        deployment = await client.read_deployment_by_name({deployment!r})\n"
+        f"    run = await run_deployment({deployment!r}, timeout=600, poll_interval=2)\n"
+        "    crons = [s.schedule.cron for s in deployment.schedules]\n"
+        "    print(json.dumps({'state': run.state.type.value, 'crons': crons}))\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=700)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def deployment_exists(env: dict[str, str], deployment: str) -> bool:
+    inspect = [str(BIN / "prefect"), "deployment", "inspect", deployment]
+    return subprocess.run(inspect, env=env, capture_output=True).returncode == 0
+
+
+def test_a_served_deployment_runs_through_the_prefect_api(repo: Path, prefect_server: dict[str, str], tmp_path: Path) -> None:
+    log = tmp_path / "serve.log"
+    served = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.retrain", "serve", "--dataset", "embedded"], cwd=repo, env=prefect_server,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_for(lambda: deployment_exists(prefect_server, "retrain/retrain-embedded"), 180, log)
+        answer = trigger(prefect_server, repo, "retrain/retrain-embedded")
+        assert answer == {"state": "COMPLETED", "crons": ["0 3 * * *"]}, log.read_text()[-3000:]
+        text = log.read_text()
+        assert "nothing is due" in text or "retraining is due" in text, text[-3000:]
+    finally:
+        stop(served)
+
+
+def test_a_worker_runs_the_deployed_flow(repo: Path, prefect_server: dict[str, str], tmp_path: Path) -> None:
+    prefect = str(BIN / "prefect")
+    subprocess.run([prefect, "work-pool", "create", "sdl-test", "--type", "process"], env=prefect_server, check=True,
+                   capture_output=True)
+    deployed = subprocess.run(
+        [sys.executable, "-m", "pipelines.retrain", "deploy", "--dataset", "embedded", "--pool", "sdl-test"],
+        cwd=repo, env=prefect_server, capture_output=True, text=True, timeout=300,
+    )
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "sdl-test"], cwd=repo, env=prefect_server,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        answer = trigger(prefect_server, repo, "retrain/retrain-embedded")
+        assert answer["state"] == "COMPLETED", log.read_text()[-3000:]
+    finally:
+        stop(worker)
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def wait_for(condition: Any, seconds: float, log: Path) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"timed out; log:\n{log.read_text()[-3000:] if log.exists() else ''}")
