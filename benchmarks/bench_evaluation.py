@@ -39,7 +39,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 import bench_metrics  # noqa: E402  (the released metric loops, re-implemented)
-
 import torch  # noqa: E402
 
 from sdl.eval.metrics import evaluate, mean_average_precision, precision_recall_f1_at_k  # noqa: E402

@@ -27,7 +27,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.rebuild import PROJECT_ROOT, configure_prefect_environment, stage_names, stage_task
+from pipelines.rebuild import (
+    PROJECT_ROOT,
+    configure_prefect_environment,
+    stage_names,
+    stage_task,
+)
 
 configure_prefect_environment()
 

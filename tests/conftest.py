@@ -15,7 +15,6 @@ from tests.helpers.replicas import ReplicaHTTPServer
 from tests.helpers.repo import REPO_ROOT, shrink_embedded
 
 
-
 @pytest.fixture(scope="session")
 def repo_params() -> dict[str, Any]:
     """params.yaml of the repository, as committed."""

@@ -10,7 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
+
+from tests.helpers.gpu import needs_cuda
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -93,7 +94,7 @@ def test_gpu_train_bench_cpu_smoke_as_documented(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_gpu_train_bench_on_cuda(tmp_path):
     payload = _load("gpu_train_bench").main([
         "--device", "cuda", "--steps", "2", "--warmup", "1", "--batch-size", "8", "--image-size", "64",

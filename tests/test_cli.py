@@ -14,9 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdl.mlops import model_logging, registry, tracking
 from sdl.cli import main
-from tests.helpers.registry_project import Project, independent_scores, lock_held_by_another_process, open_project
+from sdl.mlops import model_logging, registry, tracking
+from tests.helpers.registry_project import (
+    Project,
+    independent_scores,
+    lock_held_by_another_process,
+    open_project,
+)
 
 NAME = "sdl-embedded"  # the CLI's default model: models:/sdl-embedded@champion
 

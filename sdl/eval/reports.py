@@ -16,7 +16,12 @@ import pandas as pd
 
 from sdl.config.metric_names import SETTINGS, Measure
 from sdl.data.split import TagSplit
-from sdl.eval.references import PublishedResult, comparison_metrics, load_references, our_metrics
+from sdl.eval.references import (
+    PublishedResult,
+    comparison_metrics,
+    load_references,
+    our_metrics,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 
 from sdl.data.split import TagSplit
-from sdl.eval.metrics import average_precision_per_tag, evaluate, precision_recall_f1_at_k
+from sdl.eval.metrics import (
+    average_precision_per_tag,
+    evaluate,
+    precision_recall_f1_at_k,
+)
 
 
 def _settings(scores: np.ndarray, targets: np.ndarray, tags: TagSplit) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:

@@ -21,7 +21,13 @@ import numpy as np
 
 from sdl.config.metric_names import MetricName
 from sdl.mlops import tracking
-from sdl.mlops.registry import CHAMPION, GATE_WAIT_SECONDS, champion_lock, current_alias_version, promote
+from sdl.mlops.registry import (
+    CHAMPION,
+    GATE_WAIT_SECONDS,
+    champion_lock,
+    current_alias_version,
+    promote,
+)
 from sdl.text.vocabulary import vocabulary_hash
 
 log = logging.getLogger(__name__)
@@ -85,8 +91,8 @@ def load_registered_network(name: str, version: int, folder: str | Path):  # typ
 def evaluate_registered(name: str, version: int, data: GateData) -> dict[str, Any]:
     """Metrics (as in eval.json) of a registered version on ``data``."""
     from sdl.data.dataset import TaggedImageDataset
-    from sdl.eval.tables import summarise
     from sdl.eval.inference import compute_scores
+    from sdl.eval.tables import summarise
 
     with tempfile.TemporaryDirectory() as scratch:
         model = load_registered_network(name, version, scratch)

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from sdl.mlops import tracking
-from sdl.mlops.pyfunc import SOURCE_CONFIG, SOURCE_NAME_CONFIG, VOCABULARY_FILE, png_base64, write_vocabulary
+from sdl.mlops.pyfunc import (
+    SOURCE_CONFIG,
+    SOURCE_NAME_CONFIG,
+    VOCABULARY_FILE,
+    png_base64,
+    write_vocabulary,
+)
 from sdl.safety.redaction import redact_mapping
 
 

@@ -7,7 +7,6 @@ tagger; its weights are safetensors and its vocabulary Parquet.
 """
 
 import mlflow
-
 from sdl.mlops.pyfunc import SDLTagger
 
 mlflow.models.set_model(SDLTagger())

@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 
 from sdl.mlops import tracking
-from sdl.safety.locks import LockBusy, file_lock
 from sdl.mlops.model_logging import log_pyfunc
 from sdl.mlops.pyfunc import VOCABULARY_FILE
+from sdl.safety.locks import LockBusy, file_lock
 
 log = logging.getLogger(__name__)
 

@@ -58,9 +58,8 @@ def check_reachable(uri: str, attempts: int = 3, timeout: float = 5.0) -> None:
     and raise :class:`TrackingUnavailable`, naming it, when nothing answers: a clear error at
     once instead of MLflow's minutes of retries ending in a stack of connection errors."""
     import socket
-    from urllib.parse import urlsplit
-
     import urllib.request
+    from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https") or uri in _REACHED:

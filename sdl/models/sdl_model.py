@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sdl._torchvision_compat import ensure_torchvision_importable
-from sdl.safety.atomic import atomic_write_text
 from sdl.models.pretrained import load_pretrained_backbone
 from sdl.models.scoring import Reduction, score_tags
+from sdl.safety.atomic import atomic_write_text
 
 ensure_torchvision_importable()
 import timm  # noqa: E402  (needs the torchvision shim above on CPU-only installs)

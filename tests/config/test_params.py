@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.repo import REPO_ROOT
 from sdl.config.params import DatasetParams, check_params, dataset_params, load_params
 from sdl.config.typed import ParamsError, load_yaml
-
+from tests.helpers.repo import REPO_ROOT
 
 PARAMS = REPO_ROOT / "params.yaml"
 

@@ -10,7 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sdl.data.manifest import multi_hot, read_manifest, resolve_paths, subset_rows, write_manifest
+from sdl.data.manifest import (
+    multi_hot,
+    read_manifest,
+    resolve_paths,
+    subset_rows,
+    write_manifest,
+)
 
 
 def _frame(**extra) -> pd.DataFrame:

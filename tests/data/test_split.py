@@ -8,7 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdl.data.split import IMAGES_FILE, TAGS_FILE, ImageSplitSpec, TagSplit, TagSplitSpec, read_split, split_images, split_tags, write_split
+from sdl.data.split import (
+    IMAGES_FILE,
+    TAGS_FILE,
+    ImageSplitSpec,
+    TagSplit,
+    TagSplitSpec,
+    read_split,
+    split_images,
+    split_tags,
+    write_split,
+)
 
 VOCAB = ["bear", "bird", "cat", "cow", "dog", "horse", "sheep", "zebra"]
 

@@ -10,7 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sdl.data.kinds.embedded import ANIMAL_MNIST_CLASSES, EmbeddedOptions, build_embedded
+from sdl.data.kinds.embedded import (
+    ANIMAL_MNIST_CLASSES,
+    EmbeddedOptions,
+    build_embedded,
+)
 from sdl.data.manifest import read_manifest, write_manifest
 from sdl.data.validation import ValidateParams, build_frames, validate_dataset
 

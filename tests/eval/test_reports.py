@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from sdl.eval import reports
 from sdl.eval import references as refs
+from sdl.eval import reports
 from sdl.eval.metrics import precision_recall_f1_at_k
 from tests.helpers.results import eval_json
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -495,3 +496,10 @@ def write_open_images_replica(root: Path, num_seen: int = 40, num_candidates: in
         _write(root / subset / f"{subset}-annotations-human-imagelabels.csv", "\n".join(lines) + "\n", crlf=True)
     return OpenImagesReplica(root=root, seen=seen, unseen=unseen, names=names, positives=positives,
                              negatives=negatives, subset=subset_of, images=images)
+
+
+FAST_RETRY = {"backoff": 0.01, "timeout": 5}
+
+
+def random_bytes(size: int, seed: int = 0) -> bytes:
+    return (hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1))[:size]

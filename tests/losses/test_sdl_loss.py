@@ -8,6 +8,7 @@ import types
 import pytest
 import torch
 
+import sdl.losses.pairwise as pairwise_module
 from sdl.losses import (
     fast0tag_loss,
     pairwise_softplus_sum,
@@ -15,8 +16,8 @@ from sdl.losses import (
     sdl_loss,
     semantic_diversity_weight,
 )
-import sdl.losses.pairwise as pairwise_module
 from sdl.losses.pairwise import pair_blocks
+from tests.helpers.gpu import needs_cuda
 
 F64 = torch.float64
 
@@ -440,7 +441,7 @@ def test_low_precision_and_autocast_compute_in_float32() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_cuda_matches_cpu() -> None:
     matrices, vectors, targets = make_case(6, 3, 8, 50, seed=17, dtype=torch.float32)
     for variant in ("paper", "official"):

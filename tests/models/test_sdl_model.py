@@ -13,7 +13,7 @@ from torch import nn
 from sdl._torchvision_compat import ensure_torchvision_importable
 from sdl.models import ModelConfig, SDLModel, create_model, load_model, save_model
 from sdl.models.sdl_model import CONFIG_FILE, WEIGHTS_FILE
-from sdl.models.scoring import row_scores, score_tags
+from tests.helpers.scoring import slow_scores
 
 ensure_torchvision_importable()
 import timm  # noqa: E402
@@ -89,36 +89,6 @@ def test_invalid_configs(kwargs, message):
 # --------------------------------------------------------------------------- scoring
 
 
-def _loop_scores(matrices: np.ndarray, tags: np.ndarray, reduction: str) -> np.ndarray:
-    batch, rows, _ = matrices.shape
-    out = np.zeros((batch, len(tags)))
-    for b in range(batch):
-        for c, tag in enumerate(tags):
-            projections = [float(sum(matrices[b, m, i] * tag[i] for i in range(len(tag)))) for m in range(rows)]
-            out[b, c] = max(projections) if reduction == "max" else sum(p * p for p in projections) ** 0.5
-    return out
-
-
-@pytest.mark.parametrize("reduction", ["max", "l2"])
-@pytest.mark.parametrize("num_tags", [1, 6])
-def test_score_tags_against_loop(reduction, num_tags):
-    rng = np.random.default_rng(num_tags)
-    matrices = rng.normal(size=(3, 4, 5))
-    tags = rng.normal(size=(num_tags, 5))
-    got = score_tags(torch.tensor(matrices), torch.tensor(tags), reduction)
-    assert got.shape == (3, num_tags)
-    np.testing.assert_allclose(got.numpy(), _loop_scores(matrices, tags, reduction), rtol=1e-10)
-
-
-def test_score_hand_worked():
-    a = torch.tensor([[[1.0, 0.0], [0.0, -2.0]]])  # rows (1, 0) and (0, -2)
-    t = torch.tensor([[3.0, 1.0], [0.0, 1.0]])
-    # projections: tag 0 -> (3, -2); tag 1 -> (0, -2)
-    assert score_tags(a, t, "max").tolist() == [[3.0, 0.0]]
-    np.testing.assert_allclose(score_tags(a, t, "l2").numpy(), [[13**0.5, 2.0]])
-    assert row_scores(a, t).tolist() == [[[3.0, 0.0], [-2.0, -2.0]]]
-
-
 def test_new_tags_scored_by_model(resnet):
     images = torch.randn(2, 3, 32, 32)
     new_tags = torch.randn(11, 8)  # tags the model never saw: any number, only a word vector
@@ -126,17 +96,8 @@ def test_new_tags_scored_by_model(resnet):
         scores = resnet.score(images, new_tags)
         matrices = resnet(images)
     assert scores.shape == (2, 11)
-    expected = _loop_scores(matrices.double().numpy(), new_tags.double().numpy(), "max")
+    expected = slow_scores(matrices.double().numpy(), new_tags.double().numpy(), "max")
     np.testing.assert_allclose(scores.double().numpy(), expected, rtol=1e-4, atol=1e-5)
-
-
-def test_scoring_errors():
-    with pytest.raises(ValueError, match="reduction"):
-        score_tags(torch.zeros(1, 2, 3), torch.zeros(4, 3), "mean")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="tag_vectors"):
-        score_tags(torch.zeros(1, 2, 3), torch.zeros(4, 5))
-    with pytest.raises(ValueError, match="matrices"):
-        score_tags(torch.zeros(2, 3), torch.zeros(4, 3))
 
 
 # --------------------------------------------------------------------------- save / load

@@ -18,8 +18,8 @@ import requests
 import yaml
 
 from pipelines.lock import pipeline_lock
-from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
 from tests.helpers.replicas import free_port
+from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -23,9 +23,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
+
+from sdl.config.typed import ParamsError
+from sdl.data.dataset import TaggedImageDataset
+from sdl.data.image_cache import cache_images
+from sdl.data.images import ImageDecodeError, load_rgb
+from sdl.data.kinds.embedded import ANIMAL_MNIST_CLASSES
+from sdl.data.manifest import read_manifest
+from sdl.data.validation import ValidateParams, validate_dataset
 from tests.helpers.stages import (
-    D,
     REPO_ROOT,
+    D,
     copy_built,
     make_workdir,
     option,
@@ -33,15 +42,6 @@ from tests.helpers.stages import (
     stage_argv,
     variant,
 )
-from PIL import Image
-
-from sdl.data.dataset import TaggedImageDataset
-from sdl.data.kinds.embedded import ANIMAL_MNIST_CLASSES
-from sdl.data.image_cache import cache_images
-from sdl.data.images import ImageDecodeError, load_rgb
-from sdl.data.manifest import read_manifest
-from sdl.config.typed import ParamsError
-from sdl.data.validation import ValidateParams, validate_dataset
 
 # --------------------------------------------------------------------------- images
 

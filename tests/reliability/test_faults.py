@@ -27,6 +27,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+
+from sdl.data.fetch.errors import FetchError
+from sdl.data.fetch.s3 import fetch_s3
+from sdl.safety.atomic import (
+    atomic_dir,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_json,
+    write_parquet,
+)
+from tests.helpers.replicas import MotoS3, ReplicaHTTPServer, free_port
 from tests.helpers.stages import (
     REPO_ROOT,
     VENV_BIN,
@@ -42,11 +53,6 @@ from tests.helpers.stages import (
     wait_for,
     write_params,
 )
-from tests.helpers.replicas import MotoS3, ReplicaHTTPServer, free_port
-
-from sdl.data.fetch.errors import FetchError
-from sdl.data.fetch.s3 import fetch_s3
-from sdl.safety.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, write_json, write_parquet
 
 # --------------------------------------------------------------------------- disk full, unwritable
 

@@ -20,8 +20,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from sdl.eval.metrics import (
+    average_precision_per_tag,
+    evaluate,
+    mean_average_precision,
+    precision_recall_f1_at_k,
+)
 from sdl.losses import create_loss
-from sdl.eval.metrics import average_precision_per_tag, evaluate, mean_average_precision, precision_recall_f1_at_k
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROTOCOLS = st.sampled_from(["sdl", "all"])

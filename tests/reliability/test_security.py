@@ -21,20 +21,31 @@ import contextlib
 import io
 import json
 import logging
+import os
+import pickle
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers.replicas import free_port
-from tests.helpers.stages import REPO_ROOT, copy_built, option, run_stage, stage_argv, store_uri, variant
 
-from sdl.mlops import tracking
 from sdl.data.fetch.errors import FetchError
+from sdl.data.fetch.http import fetch_url
 from sdl.data.fetch.jobs import FetchJob, fetch_many
 from sdl.data.fetch.s3 import fetch_s3, s3_client
-from sdl.data.fetch.http import fetch_url
+from sdl.mlops import tracking
 from sdl.safety.redaction import MASK, is_secret_key, redact, redact_mapping
+from sdl.safety.safe_pickle import UnsafePickleError, safe_loads
+from tests.helpers.replicas import free_port
+from tests.helpers.stages import (
+    REPO_ROOT,
+    copy_built,
+    option,
+    run_stage,
+    stage_argv,
+    store_uri,
+    variant,
+)
 
 SOURCE_DIRS = ("sdl", "stages", "pipelines")
 
@@ -278,3 +289,13 @@ def test_public_buckets_are_read_unsigned(moto_s3: Any, tmp_path: Path, monkeypa
     control.meta.events.register("before-send.s3", lambda request, **_: signed.append(dict(request.headers.items())))
     control.head_object(Bucket=bucket, Key="train/a.jpg")
     assert "Authorization" in signed[0]
+
+
+def test_pickles_refused_unless_plain_data() -> None:
+    class Exploit:
+        def __reduce__(self):  # what a hostile pickle does: call os.system on load
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(UnsafePickleError, match="system"):
+        safe_loads(pickle.dumps(Exploit()))
+    assert safe_loads(pickle.dumps({"train": {0, 1}, "test": [2]}, protocol=2)) == {"train": {0, 1}, "test": [2]}

@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.repo import REPO_ROOT
-from sdl.training import distributed
 from sdl.data.dataset import AugmentConfig
+from sdl.training import distributed
 from sdl.training.loop import CHECKPOINT_FILE, EpochOrder, TrainConfig, TrainData, train
+from tests.helpers.gpu import needs_cuda
 from tests.helpers.images import make_tagged_images
-
+from tests.helpers.repo import REPO_ROOT
 
 SEEN, UNSEEN = ["red", "green", "blue", "yellow"], ["cyan", "magenta"]
 # Tolerances of the equivalence: float32 sums in another order, through 6 Adam steps.
@@ -363,7 +363,7 @@ def test_train_stage_under_torchrun_on_the_cpu(tmp_path_factory, tiny_params):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_train_loop_on_cuda_runs_and_resumes(tmp_path):
     """The CUDA path of sdl.training.loop: bf16/fp16 autocast, fused Adam, pinned persistent workers,
     side-stream copies, the asynchronous loss read-out (progress bar on), checkpoint + resume."""

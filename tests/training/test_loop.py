@@ -18,7 +18,6 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
 from sdl.data.dataset import AugmentConfig, TaggedImageDataset
 from sdl.data.images import ImageDecodeError
 from sdl.eval.inference import compute_scores
@@ -35,6 +34,7 @@ from sdl.training.loop import (
     seed_everything,
     train,
 )
+from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
 
 WORDVEC_DIM = 16
 BACKBONE = "test_efficientnet"

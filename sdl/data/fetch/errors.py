@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sdl.safety.redaction import redact
 
-
 Validator = Callable[[Path], object]  # raises to reject the file; its result is ignored
 
 

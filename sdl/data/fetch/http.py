@@ -13,7 +13,13 @@ from pathlib import Path
 import requests
 
 from sdl.data.fetch.errors import Validator
-from sdl.data.fetch.transfer import CHUNK_SIZE, Outcome, _Permanent, _Retryable, _retry_loop
+from sdl.data.fetch.transfer import (
+    CHUNK_SIZE,
+    Outcome,
+    _Permanent,
+    _retry_loop,
+    _Retryable,
+)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

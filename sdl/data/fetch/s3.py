@@ -8,8 +8,13 @@ from typing import Any
 
 from sdl.data.fetch.errors import FetchError, Validator
 from sdl.data.fetch.http import _CONTENT_RANGE
-from sdl.data.fetch.transfer import CHUNK_SIZE, Outcome, _Permanent, _Retryable, _retry_loop
-
+from sdl.data.fetch.transfer import (
+    CHUNK_SIZE,
+    Outcome,
+    _Permanent,
+    _retry_loop,
+    _Retryable,
+)
 
 _S3_CLIENTS: dict[tuple[str | None, bool, float], Any] = {}
 

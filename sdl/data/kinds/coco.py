@@ -34,7 +34,14 @@ import pandas as pd
 from sdl.data.fetch.errors import FetchError
 from sdl.data.fetch.locations import is_remote, join_location, local_path
 from sdl.data.images import load_rgb
-from sdl.data.kinds.registry import Acquired, KindOptions, Sources, WantedImage, register_kind, sample_evenly
+from sdl.data.kinds.registry import (
+    Acquired,
+    KindOptions,
+    Sources,
+    WantedImage,
+    register_kind,
+    sample_evenly,
+)
 from sdl.safety.atomic import write_json
 
 log = logging.getLogger(__name__)

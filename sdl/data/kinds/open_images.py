@@ -41,7 +41,14 @@ import pandas as pd
 
 from sdl.data.fetch.locations import join_location
 from sdl.data.images import load_rgb
-from sdl.data.kinds.registry import Acquired, KindOptions, Sources, WantedImage, register_kind, sample_evenly
+from sdl.data.kinds.registry import (
+    Acquired,
+    KindOptions,
+    Sources,
+    WantedImage,
+    register_kind,
+    sample_evenly,
+)
 from sdl.safety.atomic import atomic_write_text, write_json
 from sdl.safety.safe_pickle import safe_load
 

@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.helpers.replicas import CocoReplica, ReplicaHTTPServer, write_coco_replica
 
-from sdl.data.kinds.coco import COCO_CATEGORIES, COCO_SEEN, COCO_UNSEEN, COCO_UNUSED, REPORT_NAME
 from sdl.data.download import acquire
+from sdl.data.kinds.coco import (
+    COCO_CATEGORIES,
+    COCO_SEEN,
+    COCO_UNSEEN,
+    COCO_UNUSED,
+    REPORT_NAME,
+)
+from tests.helpers.replicas import CocoReplica, ReplicaHTTPServer, write_coco_replica
 
 
 @pytest.fixture

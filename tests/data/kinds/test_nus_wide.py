@@ -8,12 +8,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tests.helpers.replicas import NUS_CONCEPTS, NusReplica, ReplicaHTTPServer, write_nus_wide_replica
 
-from sdl.data.manifest import read_manifest, write_manifest
-from sdl.data.kinds.nus_wide import REPORT_NAME, image_key, read_binary_rows
-from sdl.data.download import acquire
 from sdl.config.typed import ParamsError
+from sdl.data.download import acquire
+from sdl.data.kinds.nus_wide import REPORT_NAME, image_key, read_binary_rows
+from sdl.data.manifest import read_manifest, write_manifest
+from tests.helpers.replicas import (
+    NUS_CONCEPTS,
+    NusReplica,
+    ReplicaHTTPServer,
+    write_nus_wide_replica,
+)
 
 
 @pytest.fixture

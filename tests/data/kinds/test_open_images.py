@@ -11,12 +11,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.helpers.replicas import MotoS3, OpenImagesReplica, ReplicaHTTPServer, write_open_images_replica
 
-from sdl.data.manifest import read_manifest, write_manifest
-from sdl.data.kinds.open_images import REPORT_NAME, read_top_unseen, read_unseen_candidates
 from sdl.data.download import acquire
+from sdl.data.kinds.open_images import (
+    REPORT_NAME,
+    read_top_unseen,
+    read_unseen_candidates,
+)
+from sdl.data.manifest import read_manifest, write_manifest
 from sdl.safety.safe_pickle import UnsafePickleError
+from tests.helpers.replicas import (
+    MotoS3,
+    OpenImagesReplica,
+    ReplicaHTTPServer,
+    write_open_images_replica,
+)
 
 
 @pytest.fixture

@@ -1,0 +1,49 @@
+"""The words of the small fastText model the word-vector tests train (tests/text/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sdl.text.sources import TextVectorsSource
+
+ANIMALS = "cat dog horse zebra giraffe sheep cow bear bird elephant teddy teddy_bear".split()
+COLOURS = "red green blue yellow black white brown grey pink orange".split()
+VERBS = "runs sleeps eats jumps sits walks".split()
+VOCAB = ANIMALS + COLOURS + VERBS
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+class CountingSource:
+    """Wraps a source and records every word it is asked for."""
+
+    def __init__(self, inner: TextVectorsSource) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.requests: list[list[str]] = []
+
+    def lookup(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        self.requests.append(list(words))
+        return self.inner.lookup(words)
+
+    @property
+    def words_asked(self) -> set[str]:
+        return {w for request in self.requests for w in request}
+
+
+class StubSource:
+    """A source with fixed vectors (for zero/NaN/inf cases a real file cannot easily hold)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], dim: int = 3, fail: bool = False) -> None:
+        self.vectors, self.dim, self.fail, self.name = vectors, dim, fail, "stub"
+
+    def lookup(self, words: Sequence[str]) -> dict[str, np.ndarray]:
+        if self.fail:
+            raise RuntimeError("lookup failed mid-embedding")
+        return {w: self.vectors[w] for w in words if w in self.vectors}
