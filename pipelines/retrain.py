@@ -29,7 +29,9 @@ from typing import Any
 
 from pipelines.rebuild import (
     PROJECT_ROOT,
+    check_project_params,
     configure_prefect_environment,
+    quiet_user_error_tracebacks,
     stage_names,
     stage_task,
 )
@@ -42,6 +44,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from pipelines.lock import pipeline_lock  # noqa: E402
 from sdl.config.params import dataset_params, load_params  # noqa: E402
 from sdl.mlops.growth import measure_growth, retraining_due  # noqa: E402
+from sdl.safety.errors import run_command  # noqa: E402
 
 
 @task(name="compare-with-champion", retries=2, retry_delay_seconds=[10, 30])  # talks to the MLflow server
@@ -54,9 +57,12 @@ def compare_with_champion(dataset: str, root: Path) -> dict[str, Any]:
         champion = registry.champion_state(params.model_name)
     if champion is None:
         return {"due": True, "reason": f"{params.model_name} has no champion yet", "champion": None}
-    current_tags = pd.read_parquet(root / f"data/{dataset}/vocabulary.parquet", columns=["tag"])["tag"].tolist()
+    labelled = json.loads((root / f"data/{dataset}/split/tags.json").read_text(encoding="utf-8"))
+    current_tags = [*labelled["seen"], *labelled["unseen"]]
+    vocabulary = pd.read_parquet(root / f"data/{dataset}/vocabulary.parquet", columns=["tag"])["tag"].tolist()
     current_images = len(pd.read_parquet(root / f"data/{dataset}/manifest.parquet", columns=["image_id"]))
-    growth = measure_growth(current_tags, current_images, champion.tags, champion.labelled_images)
+    growth = measure_growth(current_tags, current_images, champion.labelled_tags, champion.labelled_images,
+                            vocabulary, champion.tags)
     due, reason = retraining_due(
         growth, params.retrain.min_new_tags, params.retrain.min_new_images, params.retrain.min_relative_growth
     )
@@ -67,7 +73,9 @@ def compare_with_champion(dataset: str, root: Path) -> dict[str, Any]:
 def retrain(dataset: str = "embedded", force: bool = False, root: str | None = None) -> dict[str, Any]:
     """Retrain ``dataset`` if its growth since the champion passes the thresholds (or ``force``)."""
     logger = get_run_logger()
+    quiet_user_error_tracebacks()
     project = Path(root) if root else PROJECT_ROOT
+    check_project_params(project)
     names = stage_names(project)
     upstream, downstream = names[: names.index("train")], names[names.index("train") :]
     with pipeline_lock(project, f"retrain {dataset}"):
@@ -77,16 +85,16 @@ def retrain(dataset: str = "embedded", force: bool = False, root: str | None = N
         logger.info("%s: %s (champion version %s; %s)", dataset, verdict["reason"], verdict["champion"],
                     json.dumps(verdict.get("growth", {})))
         if not (verdict["due"] or force):
-            return {**verdict, "retrained": False}
+            return {**verdict, "retrained": False, "outcome": verdict["reason"]}
         outcome = {stage: stage_task(stage)(stage, dataset, project) for stage in downstream}
-        if outcome.get("train") != "ran":
-            logger.info("%s: the training inputs did not change (the growth is in tags without "
-                        "labelled images): the champion already ranks them, nothing to train", dataset)
+        retrained = outcome.get("train") == "ran"
+        summary = "retrained" if retrained else "not retrained: the training inputs are those of the last training run"
+        logger.info("%s: %s", dataset, summary)
         registered = json.loads((project / f"metrics/{dataset}/registered.json").read_text())
         gate = registered.get("gate") or {}
         logger.info("%s: %s version %s, aliases %s; gate: %s", dataset, registered["name"], registered["version"],
                     registered["aliases"], gate.get("reason", "not run"))
-        return {**verdict, "retrained": outcome.get("train") == "ran", "stages": outcome, "registered": registered}
+        return {**verdict, "retrained": retrained, "outcome": summary, "stages": outcome, "registered": registered}
 
 
 def schedule_of(dataset: str) -> str:
@@ -113,16 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="embedded")
     parser.add_argument("--pool", default="default", help="work pool of `deploy`")
     parser.add_argument("--force", action="store_true", help="retrain even if the thresholds are not reached")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors (or SDL_VERBOSE=1)")
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        serve(args.dataset)
+
+    def run() -> int:
+        check_project_params(PROJECT_ROOT)  # before Prefect starts anything
+        if args.command == "serve":
+            serve(args.dataset)
+        elif args.command == "deploy":
+            deploy(args.dataset, args.pool)
+        else:
+            result = retrain(dataset=args.dataset, force=args.force)
+            print(json.dumps({k: v for k, v in result.items() if k != "registered"}, indent=2, default=str))
         return 0
-    if args.command == "deploy":
-        deploy(args.dataset, args.pool)
-        return 0
-    result = retrain(dataset=args.dataset, force=args.force)
-    print(json.dumps({k: v for k, v in result.items() if k != "registered"}, indent=2, default=str))
-    return 0
+
+    return run_command(run, "pipelines.retrain", argv)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sdl.safety.errors import UserError, run_command
+
 DEFAULT_MODEL = "models:/sdl-embedded@champion"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 BATCH = 64
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A fatal error: printed as ``sdl: error: ...``, exit status 2."""
 
 
@@ -283,6 +285,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdl", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error (or set SDL_VERBOSE=1)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     tag = commands.add_parser("tag", help="top-k tags of images")
@@ -332,11 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet()
     if getattr(args, "top_k", 1) < 1:
         parser.error("--top-k must be >= 1")
-    try:
-        return int(args.func(args))
-    except CliError as error:
-        _error(str(error))
-        return 2
+    return run_command(lambda: args.func(args), "sdl", argv)
 
 
 if __name__ == "__main__":

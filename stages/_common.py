@@ -16,6 +16,7 @@ def parse_args(doc: str | None, paths: Sequence[str], argv: Sequence[str] | None
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--dataset", required=True, help="dataset name, a section of params.yaml")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error (or set SDL_VERBOSE=1)")
     for name in paths:
         parser.add_argument(f"--{name}", required=True)
     return parser.parse_args(argv)

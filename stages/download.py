@@ -15,6 +15,7 @@ from sdl.data.download import download_dataset
 from sdl.data.manifest import write_manifest
 from sdl.data.tags import write_tags
 from sdl.safety.atomic import write_json
+from sdl.safety.errors import run_command
 from stages._common import interactive, load_dataset, parse_args, setup_logging
 
 log = logging.getLogger("stages.download")
@@ -33,4 +34,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "download"))

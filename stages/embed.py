@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sdl.safety.errors import run_command
 from sdl.text.embed import embed_vocabulary
 from stages._common import interactive, load_dataset, parse_args, setup_logging
 
@@ -31,4 +32,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "embed"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sdl.mlops.evaluation_run import evaluate_tracked
+from sdl.safety.errors import run_command
 from stages._common import interactive, load_dataset, parse_args, setup_logging
 
 PATHS = ["manifest", "split", "vocabulary", "model", "references", "metrics", "plots"]
@@ -37,4 +38,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "evaluate"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sdl.mlops.registration import register_and_gate
+from sdl.safety.errors import run_command
 from stages._common import load_dataset, parse_args, setup_logging
 
 PATHS = ["model", "manifest", "split", "vocabulary", "metrics", "out"]
@@ -34,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "register"))

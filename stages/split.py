@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sdl.data.make_split import build_split
+from sdl.safety.errors import run_command
 from stages._common import load_dataset, parse_args, setup_logging
 
 
@@ -21,4 +22,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "split"))

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from sdl.mlops.training_run import train_tracked
+from sdl.safety.errors import run_command
 from sdl.training import distributed
 from stages._common import interactive, load_dataset, parse_args, setup_logging
 
@@ -36,4 +37,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "train"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from sdl.data.manifest import read_manifest
 from sdl.data.tags import read_tags
 from sdl.data.validation import validate_dataset, write_report
+from sdl.safety.errors import run_command
 from stages._common import load_dataset, parse_args, setup_logging
 
 log = logging.getLogger("stages.validate")
@@ -34,4 +35,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main, "validate"))

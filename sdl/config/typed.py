@@ -17,11 +17,15 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
+from sdl.safety.errors import UserError
+
 T = TypeVar("T")
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """A config entry is missing, unknown, of the wrong type or impossible."""
+
+    exit_status = 3  # nothing ran; running again without fixing params.yaml cannot help
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -13,13 +13,37 @@ import pandas as pd
 from sdl.data.image_cache import cache_images
 from sdl.data.kinds import Acquired, check_options, get_kind
 from sdl.data.sources import NetworkSources
+from sdl.safety.errors import UserError
+
+
+class DownloadError(UserError):
+    """The download obtained too few of the images it wanted."""
 
 
 def acquire(kind: str, options: dict[str, Any], raw_dir: str | Path, progress: bool = False) -> Acquired:
-    """Acquire a dataset of ``kind`` into ``raw_dir`` over the network (or local folders)."""
+    """Acquire a dataset of ``kind`` into ``raw_dir`` over the network (or local folders);
+    fail with :class:`DownloadError` when fewer than ``min_images_fraction`` of the wanted
+    images were obtained (dead URLs, a bucket refusing access)."""
     checked = check_options(kind, options, "download")
     Path(raw_dir).mkdir(parents=True, exist_ok=True)
-    return get_kind(kind).acquire(checked, Path(raw_dir), NetworkSources(checked, progress))
+    acquired = get_kind(kind).acquire(checked, Path(raw_dir), NetworkSources(checked, progress))
+    check_obtained(kind, acquired.report, getattr(checked, "min_images_fraction", 0.0))
+    return acquired
+
+
+def check_obtained(kind: str, report: dict[str, Any], min_fraction: float) -> None:
+    """Raise :class:`DownloadError` when the report's ``images`` / ``wanted`` is below ``min_fraction``."""
+    wanted, obtained = int(report.get("wanted") or 0), int(report.get("images") or 0)
+    if wanted and obtained / wanted >= min_fraction and obtained:
+        return
+    if not wanted:
+        raise DownloadError(f"{kind}: the lists name no image to download: check download.<dataset>.options")
+    first = (report.get("failures_sample") or [[None, "no failure recorded"]])[0]
+    raise DownloadError(
+        f"{kind}: obtained {obtained} of {wanted} images ({obtained / wanted:.0%}, below min_images_fraction "
+        f"{min_fraction:g}); first failure: {first[-1]}\n"
+        f"Put the images you have in download.<dataset>.options.image_dir (or lower min_images_fraction)"
+    )
 
 
 @dataclass

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from sdl.safety.errors import UserError
+
 # Pillow's default limit (~89 M pixels) guards against decompression bombs; be explicit.
 Image.MAX_IMAGE_PIXELS = 89_478_485
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError, ValueError):
     """An image file cannot be decoded; the message names the file and the reason."""
 
 

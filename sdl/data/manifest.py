@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdl.safety.atomic import write_parquet
+from sdl.safety.errors import InputError
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -34,11 +35,14 @@ def write_manifest(path: str | Path, frame: pd.DataFrame) -> None:
         frame["official_split"] = None
     missing = {"image_id", "path", "tags"} - set(frame.columns)
     if missing:
-        raise ValueError(f"manifest lacks columns {sorted(missing)}")
-    frame["tags"] = [list(t) for t in frame["tags"]]
-    table = pa.Table.from_pandas(
-        frame[MANIFEST_SCHEMA.names], schema=MANIFEST_SCHEMA, preserve_index=False
-    )
+        raise InputError(f"manifest lacks columns {sorted(missing)}")
+    # column by column: pandas gives an empty object column a float dtype arrow cannot convert
+    table = pa.table({
+        "image_id": pa.array(frame["image_id"].astype(str).tolist(), pa.string()),
+        "path": pa.array(frame["path"].astype(str).tolist(), pa.string()),
+        "tags": pa.array([list(t) for t in frame["tags"]], pa.list_(pa.string())),
+        "official_split": pa.array([None if pd.isna(s) else str(s) for s in frame["official_split"]], pa.string()),
+    }, schema=MANIFEST_SCHEMA)
     write_parquet(path, table)
 
 
@@ -47,10 +51,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as error:
-        raise ValueError(f"cannot read manifest {path}: {error}") from error
+        raise InputError(f"cannot read manifest {path}: {error}") from error
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
     if missing:
-        raise ValueError(f"manifest {path} lacks columns {sorted(missing)}")
+        raise InputError(f"manifest {path} lacks columns {sorted(missing)}")
     frame = table.to_pandas()
     frame["tags"] = [list(t) if t is not None else [] for t in frame["tags"]]
     return frame

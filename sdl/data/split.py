@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from sdl.config.params import ImageSplitSpec, TagSplitSpec
 from sdl.safety.atomic import read_json, write_json, write_parquet
+from sdl.safety.errors import InputError
 
 SUBSETS = ("train", "val", "test")
 
@@ -31,13 +32,13 @@ class TagSplit:
     def __post_init__(self) -> None:
         overlap = sorted(set(self.seen) & set(self.unseen))
         if overlap:
-            raise ValueError(f"tags both seen and unseen: {overlap}")
+            raise InputError(f"tags both seen and unseen: {overlap}")
         for name, tags in (("seen", self.seen), ("unseen", self.unseen)):
             if not tags:
-                raise ValueError(f"the {name} tag set is empty")
+                raise InputError(f"the {name} tag set is empty")
             duplicates = sorted({t for t in tags if tags.count(t) > 1})
             if duplicates:
-                raise ValueError(f"duplicate {name} tags: {duplicates}")
+                raise InputError(f"duplicate {name} tags: {duplicates}")
 
     @property
     def all_tags(self) -> list[str]:
@@ -51,25 +52,25 @@ def split_tags(vocabulary: Sequence[str], spec: TagSplitSpec, roles: dict[str, s
     if spec.method == "listed":
         unknown = sorted(set(spec.unseen) - set(vocab))
         if unknown:
-            raise ValueError(f"unseen tags not in the vocabulary: {unknown}")
+            raise InputError(f"unseen tags not in the vocabulary: {unknown}")
         unseen = [t for t in vocab if t in set(spec.unseen)]
     elif spec.method == "predefined":
         if not roles:
-            raise ValueError("split method 'predefined' needs tag roles from the dataset")
+            raise InputError("split method 'predefined' needs tag roles from the dataset")
         bad = sorted({r for r in roles.values()} - {"seen", "unseen"})
         if bad:
-            raise ValueError(f"tag roles must be 'seen' or 'unseen', got {bad}")
+            raise InputError(f"tag roles must be 'seen' or 'unseen', got {bad}")
         seen = [t for t in vocab if roles.get(t) == "seen"]
         unseen = [t for t in vocab if roles.get(t) == "unseen"]
         return TagSplit(seen=seen, unseen=unseen)
     elif spec.method == "random":
         if not 0 < spec.num_unseen < len(vocab):
-            raise ValueError(f"num_unseen must be in 1..{len(vocab) - 1}, got {spec.num_unseen}")
+            raise InputError(f"num_unseen must be in 1..{len(vocab) - 1}, got {spec.num_unseen}")
         rng = np.random.default_rng(spec.seed)
         chosen = set(rng.choice(vocab, size=spec.num_unseen, replace=False).tolist())
         unseen = [t for t in vocab if t in chosen]
     else:
-        raise ValueError(f"unknown tag split method {spec.method!r}: listed, predefined or random")
+        raise InputError(f"unknown tag split method {spec.method!r}: listed, predefined or random")
     return TagSplit(seen=[t for t in vocab if t not in set(unseen)], unseen=unseen)
 
 
@@ -109,7 +110,10 @@ def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -
     result = result[result["subset"] != ""].reset_index(drop=True)
     for name in SUBSETS:
         if not (result["subset"] == name).any() and (name != "val" or spec.val_fraction > 0):
-            raise ValueError(f"the {name} split is empty: check the split fractions and the data")
+            raise InputError(
+                f"the {name} split is empty ({len(manifest)} images, val_fraction {spec.val_fraction:g}, "
+                f"test_fraction {spec.test_fraction:g}): raise split.<dataset>.images fractions or add images"
+            )
     return result
 
 

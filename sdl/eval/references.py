@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.config.metric_names import SETTINGS, is_measure
+from sdl.safety.errors import UserError
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parents[2] / "references" / "published.yaml"
 _KEY = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -31,7 +32,7 @@ DATASET_ALIASES = {
 }
 
 
-class ReferencesError(ValueError):
+class ReferencesError(UserError, ValueError):
     """``published.yaml`` is malformed; the message names the entry and key."""
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from sdl.data.manifest import multi_hot, read_manifest, subset_rows
 from sdl.data.split import TagSplit, read_split
+from sdl.safety.errors import InputError
 from sdl.text.vocabulary import read_serving_vocabulary
 
 
@@ -38,7 +39,7 @@ def read_test_set(manifest_path: str | Path, split_dir: str | Path, vocabulary_p
     tags, image_split = read_split(split_dir)
     vocabulary = read_serving_vocabulary(vocabulary_path)
     if vocabulary["tag"].tolist()[: len(tags.all_tags)] != tags.all_tags:
-        raise ValueError(f"{vocabulary_path} does not start with the split's tags: rerun the embed stage")
+        raise InputError(f"{vocabulary_path} does not start with the split's tags: rerun the embed stage")
     vectors = np.stack(vocabulary["vector"].to_numpy()).astype(np.float32)
     paths, tag_lists = subset_rows(manifest_path, read_manifest(manifest_path), image_split, "test")
     return TestSet(paths=list(paths), tag_lists=tag_lists, targets=multi_hot(tag_lists, tags.all_tags), tags=tags,

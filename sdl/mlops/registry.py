@@ -45,6 +45,7 @@ import numpy as np
 from sdl.mlops import tracking
 from sdl.mlops.model_logging import log_pyfunc
 from sdl.mlops.pyfunc import VOCABULARY_FILE
+from sdl.safety.errors import UserError
 from sdl.safety.locks import LockBusy, file_lock
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ GATE_WAIT_SECONDS = 600.0
 _MAX_TAG_CHARS = 4000  # MLflow stores tag values up to 5000 characters (server stores may limit more)
 
 
-class RegistrationError(RuntimeError):
+class RegistrationError(UserError, RuntimeError):
     """Registering or moving an alias failed; the message says what state was left."""
 
 
@@ -349,25 +350,32 @@ class ChampionState:
     """What the champion was trained and registered with (for the retraining decision)."""
 
     version: int
-    tags: list[str]  # its registered (serving) vocabulary
+    tags: list[str]  # its registered (serving) vocabulary: the dataset's tags and the extra ones
+    labelled_tags: list[str]  # the dataset's tags it was trained with (seen) and evaluated on (unseen)
     labelled_images: int
     run_id: str
 
 
 def champion_state(name: str) -> ChampionState | None:
-    """The champion's vocabulary (from its registered artifact) and labelled-image count (from
-    its lineage tags), or None when ``name`` has no champion."""
+    """The champion's vocabulary and labelled tags (from its registered artifacts) and its
+    labelled-image count (from its lineage tags), or None when ``name`` has no champion."""
     import pandas as pd
+    import yaml
 
     version = current_alias_version(name, CHAMPION)
     if version is None:
         return None
     mv = _client().get_model_version(name, str(version))
+    root = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory() as scratch:
-        path = tracking.download_artifacts(f"models:/{name}/{version}/artifacts/{VOCABULARY_FILE}", scratch)
-        tags = pd.read_parquet(path, columns=["tag"])["tag"].tolist()
+        tags = pd.read_parquet(tracking.download_artifacts(f"{root}/artifacts/{VOCABULARY_FILE}", scratch),
+                               columns=["tag"])["tag"].tolist()
+        mlmodel = yaml.safe_load(tracking.download_artifacts(f"{root}/MLmodel", scratch).read_text(encoding="utf-8"))
+        model_path = mlmodel["flavors"]["python_function"]["artifacts"]["model"]["path"]
+        lineage = json.loads(tracking.download_artifacts(f"{root}/{model_path}/tags.json", scratch).read_text())
     images = int((mv.tags or {}).get("labelled_images", "0"))
-    return ChampionState(version=version, tags=tags, labelled_images=images, run_id=mv.run_id or "")
+    return ChampionState(version=version, tags=tags, labelled_tags=[*lineage["seen"], *lineage["unseen"]],
+                         labelled_images=images, run_id=mv.run_id or "")
 
 
 def version_of_run(name: str, run_id: str) -> VersionInfo | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sdl.safety.atomic import write_json
+from sdl.safety.errors import UserError
 from sdl.safety.redaction import redact, redact_mapping
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def uses_local_store() -> bool:
     return tracking_uri() == default_store_uri()
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError, RuntimeError):
     """The MLflow tracking server cannot be reached; nothing was logged or registered."""
 
 

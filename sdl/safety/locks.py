@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sdl.safety.errors import UserError
 
-class LockBusy(RuntimeError):
+
+class LockBusy(UserError, RuntimeError):
     """Another process holds the lock."""
 
 

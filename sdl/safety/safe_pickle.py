@@ -15,6 +15,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from sdl.safety.errors import UserError
+
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
@@ -36,7 +38,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The pickle names a global outside the allow-list."""
 
 

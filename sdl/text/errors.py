@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sdl.safety.errors import UserError
 
-class MissingWordVectorError(ValueError):
+
+class MissingWordVectorError(UserError, ValueError):
     """Tags that a source cannot embed; ``tags`` lists them all, in request order."""
 
     def __init__(self, message: str, tags: Sequence[str]) -> None:
@@ -19,5 +21,5 @@ def check_tag_list(tags: Sequence[str]) -> None:
         raise TypeError(f"expected a sequence of tags, got the string {tags!r}")
 
 
-class WordVectorCacheError(ValueError):
+class WordVectorCacheError(UserError, ValueError):
     """A tag-vector cache file that cannot be read or is inconsistent."""

@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sdl.safety.atomic import write_parquet
+from sdl.safety.errors import InputError
 
 ROLES = ("seen", "unseen", "extra")
 _FORM_SEPARATOR = re.compile(r"\s*\|\s*")
@@ -58,12 +59,12 @@ def parse_vocabulary(text: str, source: str = "<vocabulary>") -> list[Vocabulary
         tag, has_forms, rest = (part.strip() for part in line.partition("="))
         forms = tuple(f for f in _FORM_SEPARATOR.split(rest) if f) if has_forms else ()
         if not tag:
-            raise ValueError(f"{source}:{number}: a line must start with a tag: {raw!r}")
+            raise InputError(f"{source}:{number}: a line must start with a tag: {raw!r}")
         if has_forms and not forms:
-            raise ValueError(f"{source}:{number}: '=' must be followed by at least one form: {raw!r}")
+            raise InputError(f"{source}:{number}: '=' must be followed by at least one form: {raw!r}")
         key = " ".join(tag.lower().split())
         if key in seen:
-            raise ValueError(f"{source}:{number}: tag {tag!r} repeats line {seen[key]} (tags are unique, ignoring case)")
+            raise InputError(f"{source}:{number}: tag {tag!r} repeats line {seen[key]} (tags are unique, ignoring case)")
         seen[key] = number
         entries.append(VocabularyEntry(tag=tag, forms=forms))
     return entries
@@ -77,7 +78,7 @@ def read_vocabulary_file(path: str | Path) -> list[VocabularyEntry]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
+        raise InputError(f"{path}: not UTF-8 text ({error})") from None
     return parse_vocabulary(text, str(path))
 
 
@@ -127,7 +128,7 @@ def tag_vectors(vocabulary: Vocabulary, text_vectors: dict[str, np.ndarray]) -> 
         mean = np.mean([np.asarray(text_vectors[t], np.float64) for t in entry.texts], axis=0)
         norm = np.linalg.norm(mean)
         if not np.isfinite(norm) or norm == 0:
-            raise ValueError(f"tag {entry.tag!r}: the mean of its forms' vectors is zero or not finite")
+            raise InputError(f"tag {entry.tag!r}: the mean of its forms' vectors is zero or not finite")
         rows.append(mean / norm)
     return np.asarray(rows, dtype=np.float32)
 
@@ -155,5 +156,5 @@ def read_serving_vocabulary(path: str | Path) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     missing = {"tag", "vector", "role", "unseen"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path}: not a serving vocabulary (lacks {sorted(missing)})")
+        raise InputError(f"{path}: not a serving vocabulary (lacks {sorted(missing)})")
     return frame

@@ -53,6 +53,7 @@ from sdl.eval.inference import compute_scores, resolve_device
 from sdl.eval.metrics import evaluate
 from sdl.losses import create_loss
 from sdl.models import SDLModel, create_model, save_model
+from sdl.safety.errors import InputError, UserError
 from sdl.training import distributed
 from sdl.training.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from sdl.training.device import LossMeter, autocast_and_scaler, device_batches
@@ -60,6 +61,10 @@ from sdl.training.sampling import EpochDataset, EpochIndices, EpochOrder
 from sdl.training.state import TrainData, TrainResult, TrainState
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The training loss is not finite (too high a learning rate, or bad inputs)."""
 
 BEST_DIR = "best"
 
@@ -228,11 +233,11 @@ def build(
 
 def _check_data(config: TrainConfig, data: TrainData, world: int) -> None:
     if len(data.train_paths) < 2:
-        raise ValueError(f"need at least 2 training images, got {len(data.train_paths)}")
+        raise InputError(f"need at least 2 training images, got {len(data.train_paths)}: check the split")
     if config.batch_size % world:
-        raise ValueError(f"train.batch_size {config.batch_size} is not divisible by the {world} processes")
+        raise InputError(f"train.batch_size {config.batch_size} is not divisible by the {world} processes")
     if world > 1 and len(data.train_paths) < config.batch_size:
-        raise ValueError(
+        raise InputError(
             f"{world} processes need at least batch_size = {config.batch_size} training images, "
             f"got {len(data.train_paths)}"
         )
@@ -324,7 +329,9 @@ def train_epoch(trainer: Trainer, state: TrainState, epoch: int, progress: bool)
     mean_loss = meter.mean(trainer.context)  # waits for the epoch's last step
     elapsed = time.perf_counter() - started
     if not math.isfinite(mean_loss):
-        raise FloatingPointError(f"training loss is {mean_loss} in epoch {epoch + 1}")
+        raise TrainingDiverged(
+            f"training loss is {mean_loss} in epoch {epoch + 1}: lower train.<dataset>.lr, or check the word vectors"
+        )
     state.step_in_epoch, state.loss_sum, state.loss_steps = 0, torch.zeros(()), 0
     return mean_loss, images_seen / elapsed if elapsed > 0 else 0.0
 

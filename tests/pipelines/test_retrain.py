@@ -82,8 +82,10 @@ def test_new_tags_are_embedded_and_ranked_without_retraining(repo: Path) -> None
 
 def test_retrain_waits_for_its_thresholds_then_retrains_through_the_gate(repo: Path) -> None:
     first = summary(retrain(repo))
-    assert first["due"] is False and first["retrained"] is False
-    assert first["growth"]["new_tags"] == 2 and "new tags 2 (threshold 3)" in first["reason"]
+    # the two tags added to the vocabulary file have no labels: ranked already, not a reason to retrain
+    assert first["due"] is False and first["retrained"] is False and first["outcome"] == first["reason"]
+    assert first["growth"]["new_tags"] == 0 and first["growth"]["new_vocabulary_tags"] == 2
+    assert "new labelled tags 0 (threshold 3)" in first["reason"] and "vocabulary only" in first["reason"]
     assert retrain(repo).returncode == 0  # idempotent: still nothing due, nothing changed
     assert json.loads((repo / "metrics/embedded/registered.json").read_text())["version"] == 1
 
@@ -91,7 +93,7 @@ def test_retrain_waits_for_its_thresholds_then_retrains_through_the_gate(repo: P
     params["download"]["embedded"]["options"]["num_images"] = 200  # 50 more labelled images
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = summary(retrain(repo))
-    assert second["due"] is True and second["retrained"] is True
+    assert second["due"] is True and second["retrained"] is True and second["outcome"] == "retrained"
     assert second["growth"]["new_images"] == 50 and "new labelled images 50 (threshold 40)" in second["reason"]
     registered = json.loads((repo / "metrics/embedded/registered.json").read_text())
     gate = registered["gate"]

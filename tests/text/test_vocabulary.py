@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdl.mlops.growth import measure_growth, retraining_due
 from sdl.text.vocabulary import (
     VocabularyEntry,
     build_vocabulary,
@@ -78,15 +77,3 @@ def test_serving_vocabulary_round_trip(tmp_path: Path) -> None:
     assert frame["unseen"].tolist() == [False, True, True] and list(frame["forms"][2]) == ["x y"]
     np.testing.assert_array_equal(np.stack(frame["vector"].to_numpy()), vectors)
     assert vocabulary_hash(["a", "b"]) != vocabulary_hash(["b", "a"])
-
-
-def test_growth_and_thresholds() -> None:
-    growth = measure_growth(["a", "b", "c", "d"], 120, ["a", "b"], 100)
-    assert growth.new_tags == ["c", "d"] and growth.new_images == 20 and growth.relative == pytest.approx(1.0)
-    due, reason = retraining_due(growth, min_new_tags=3, min_new_images=50, min_relative_growth=None)
-    assert not due and "new tags 2 (threshold 3)" in reason and "new labelled images 20 (threshold 50)" in reason
-    due, reason = retraining_due(growth, min_new_tags=2, min_new_images=50, min_relative_growth=None)
-    assert due and reason.startswith("retraining is due: new tags 2")
-    due, _ = retraining_due(measure_growth(["a"], 100, ["a"], 100), None, None, 0.1)
-    assert not due
-    assert retraining_due(growth, None, None, None) == (False, "nothing is due: every threshold is off")

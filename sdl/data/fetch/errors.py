@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from sdl.safety.errors import UserError
 from sdl.safety.redaction import redact
 
 Validator = Callable[[Path], object]  # raises to reject the file; its result is ignored
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A download failed for good; the message names the source and what went wrong (with any
     credentials in the source's URL masked: the message ends up in logs and reports)."""
 
@@ -20,5 +21,5 @@ class FetchError(RuntimeError):
         self.reason = reason
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError, ValueError):
     """An archive entry would land outside the destination (absolute path, ``..``, link)."""

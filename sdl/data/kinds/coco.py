@@ -43,6 +43,7 @@ from sdl.data.kinds.registry import (
     sample_evenly,
 )
 from sdl.safety.atomic import write_json
+from sdl.safety.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def read_instances(path: Path) -> tuple[dict[int, dict[str, Any]], dict[int, set
         data = json.load(handle)
     for key in ("images", "annotations", "categories"):
         if key not in data:
-            raise ValueError(f"{path}: no {key!r} field; not a COCO instances file")
+            raise InputError(f"{path}: no {key!r} field; not a COCO instances file")
     categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
     images = {int(image["id"]): image for image in data["images"]}
     labels: dict[int, set[str]] = {}
@@ -165,7 +166,7 @@ def acquire_coco(options: CocoOptions, raw_dir: Path, sources: Sources) -> Acqui
         images, labels, categories = read_instances(files[subset])
         unknown = (set(COCO_SEEN) | set(COCO_UNSEEN)) - set(categories.values())
         if unknown:
-            raise ValueError(f"{files[subset]}: categories lack {sorted(unknown)}; not COCO 2014 instances")
+            raise InputError(f"{files[subset]}: categories lack {sorted(unknown)}; not COCO 2014 instances")
         split = split_images(labels, subset, options.test_rule)
         counts[f"{subset}_rule"] = len(split)
         official = "train" if subset == "train2014" else "test"
@@ -208,6 +209,7 @@ def acquire_coco(options: CocoOptions, raw_dir: Path, sources: Sources) -> Acqui
                          "role": ["seen"] * len(COCO_SEEN) + ["unseen"] * len(COCO_UNSEEN)})
     report: dict[str, Any] = {
         "images": len(manifest),
+        "wanted": len(rows),
         "missing": len(rows) - len(manifest),
         "train": int((manifest["official_split"] == "train").sum()),
         "test": int((manifest["official_split"] == "test").sum()),

@@ -19,6 +19,7 @@ from PIL import Image
 
 from sdl.data.kinds.registry import Acquired, Sources, register_kind
 from sdl.safety.atomic import atomic_open
+from sdl.safety.errors import InputError
 from sdl.safety.safe_pickle import safe_load
 
 ANIMAL_MNIST_CLASSES = (
@@ -45,7 +46,7 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
     images = np.asarray(safe_load(folder / "animal_data_version_3.gz"), dtype=np.uint8)
     labels = np.asarray(safe_load(folder / "animal_label_version_3.gz"), dtype=np.int64)
     if images.shape[1:] != (SILHOUETTE_SIZE, SILHOUETTE_SIZE) or len(images) != len(labels):
-        raise ValueError(f"unexpected Animal-MNIST arrays: {images.shape}, {labels.shape}")
+        raise InputError(f"unexpected Animal-MNIST arrays: {images.shape}, {labels.shape}")
     return images, labels
 
 
@@ -59,7 +60,7 @@ def plan_mosaics(labels: np.ndarray, options: EmbeddedOptions) -> list[list[int]
         remaining = np.array([len(p) for p in pools], dtype=float)
         available = int((remaining > 0).sum())
         if available == 0:
-            raise ValueError(f"Animal-MNIST has too few silhouettes for {options.num_images} mosaics")
+            raise InputError(f"Animal-MNIST has too few silhouettes for {options.num_images} mosaics")
         count = int(rng.integers(1, min(options.max_objects, available) + 1))
         # Weight by what is left so no class runs out long before the others.
         classes = rng.choice(num_classes, size=count, replace=False, p=remaining / remaining.sum())
@@ -119,4 +120,4 @@ def acquire_embedded(options: EmbeddedOptions, raw_dir: Path, sources: Sources) 
     """The embedded default: Animal-MNIST mosaics built offline (nothing is fetched)."""
     manifest = build_embedded(raw_dir, options, progress=sources.progress)
     tags = pd.DataFrame({"tag": list(ANIMAL_MNIST_CLASSES), "role": [""] * len(ANIMAL_MNIST_CLASSES)})
-    return Acquired(manifest=manifest, tags=tags, report={"images": len(manifest), "failed": 0})
+    return Acquired(manifest=manifest, tags=tags, report={"images": len(manifest), "wanted": options.num_images, "failed": 0})

@@ -46,6 +46,7 @@ from sdl.data.kinds.registry import (
     sample_evenly,
 )
 from sdl.safety.atomic import write_json
+from sdl.safety.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +135,19 @@ def read_binary_rows(path: Path, num_rows: int, num_cols: int) -> tuple[np.ndarr
             digits = (data == 48) | (data == 49)
             if not (digits | np.isin(data, _WHITESPACE)).all():
                 bad = next(i for i, line in enumerate(block) if line.strip(b"01 \t\r\n"))
-                raise ValueError(f"{path}: line {line_number + bad + 1} holds something other than 0/1 values")
+                raise InputError(f"{path}: line {line_number + bad + 1} holds something other than 0/1 values")
             values = data[digits] - 48
             if values.size != len(block) * num_cols:
                 for i, line in enumerate(block):
                     count = sum(line.count(c) for c in (b"0", b"1"))
                     if count != num_cols:
-                        raise ValueError(f"{path}: line {line_number + i + 1} has {count} values, expected {num_cols}")
+                        raise InputError(f"{path}: line {line_number + i + 1} has {count} values, expected {num_cols}")
             row, col = np.nonzero(values.reshape(len(block), num_cols))
             rows.append(row + line_number)
             cols.append(col)
             line_number += len(block)
     if line_number != num_rows:
-        raise ValueError(f"{path}: {line_number} rows, but ImageList/Imagelist.txt lists {num_rows} images")
+        raise InputError(f"{path}: {line_number} rows, but ImageList/Imagelist.txt lists {num_rows} images")
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(rows), np.concatenate(cols)
@@ -219,7 +220,7 @@ def load_lists(options: NusWideOptions, raw_dir: Path, sources: Sources) -> NusW
     entries = read_lines(resolve(f"{options.image_list_dir}/Imagelist.txt"))
     keys = [image_key(e) for e in entries]
     if len(set(keys)) != len(keys):
-        raise ValueError("ImageList/Imagelist.txt lists an image twice")
+        raise InputError("ImageList/Imagelist.txt lists an image twice")
     index = {key: i for i, key in enumerate(keys)}
     splits: list[str | None] = [None] * len(keys)
     for split, name in (("train", "TrainImagelist.txt"), ("test", "TestImagelist.txt")):
@@ -297,6 +298,7 @@ def acquire_nus_wide(options: NusWideOptions, raw_dir: Path, sources: Sources) -
         "missing": missing,
         "listed": len(lists.keys),
         "chosen": len(chosen),
+        "wanted": len(chosen),
         "untagged_dropped": untagged,
         "local": gathered.local,
         "fetched": fetched.fetched,

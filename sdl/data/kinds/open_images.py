@@ -50,6 +50,7 @@ from sdl.data.kinds.registry import (
     sample_evenly,
 )
 from sdl.safety.atomic import atomic_write_text, write_json
+from sdl.safety.errors import InputError
 from sdl.safety.safe_pickle import safe_load
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def read_unseen_candidates(path: Path) -> list[str]:
         return read_mid_list(path)
     mids = [str(v) for v in np.asarray(values).ravel().tolist()]
     if not all(m.startswith("/m/") or m.startswith("/g/") for m in mids):
-        raise ValueError(f"{path}: expected a list of Open Images MIDs (/m/...), got e.g. {mids[:3]}")
+        raise InputError(f"{path}: expected a list of Open Images MIDs (/m/...), got e.g. {mids[:3]}")
     return mids
 
 
@@ -136,12 +137,12 @@ def read_top_unseen(path: Path, num_candidates: int) -> list[int]:
         try:
             value = int(float(field))
         except ValueError:
-            raise ValueError(f"{path}: line {number} is not an integer index: {line!r}") from None
+            raise InputError(f"{path}: line {number} is not an integer index: {line!r}") from None
         if not 0 <= value < num_candidates:
-            raise ValueError(f"{path}: line {number}: index {value} outside the {num_candidates} unseen candidates")
+            raise InputError(f"{path}: line {number}: index {value} outside the {num_candidates} unseen candidates")
         indices.append(value)
     if len(set(indices)) != len(indices):
-        raise ValueError(f"{path}: repeated indices")
+        raise InputError(f"{path}: repeated indices")
     return indices
 
 
@@ -150,7 +151,7 @@ def read_image_labels(path: Path) -> pd.DataFrame:
     header = _text_head(path)
     missing = [c for c in ("ImageID", "LabelName", "Confidence") if c not in header]
     if missing:
-        raise ValueError(f"{path}: header {header} lacks {missing}; expected {','.join(LABEL_COLUMNS)}")
+        raise InputError(f"{path}: header {header} lacks {missing}; expected {','.join(LABEL_COLUMNS)}")
     frame = pd.read_csv(path, usecols=["ImageID", "LabelName", "Confidence"], encoding="utf-8-sig",
                         dtype={"ImageID": str, "LabelName": "category", "Confidence": float})
     # Confidence 0 marks a verified negative: the label is NOT in the image.
@@ -169,7 +170,7 @@ def tag_names(seen: list[str], unseen: list[str], names: dict[str, str]) -> dict
     taken: set[str] = set()
     for mid in seen + unseen:
         if mid not in names:
-            raise ValueError(f"class-descriptions.csv has no name for {mid}")
+            raise InputError(f"class-descriptions.csv has no name for {mid}")
         tag = names[mid]
         if tag.lower() in taken:
             tag = f"{tag} ({mid})"
@@ -196,7 +197,7 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
     unseen = [candidates[i] for i in read_top_unseen(get(options.top_unseen), len(candidates))]
     overlap = set(seen) & set(unseen)
     if overlap:
-        raise ValueError(f"{len(overlap)} unseen labels are also trainable, e.g. {sorted(overlap)[:3]}")
+        raise InputError(f"{len(overlap)} unseen labels are also trainable, e.g. {sorted(overlap)[:3]}")
     tag_of = tag_names(seen, unseen, names)
     role_of = {**{m: "seen" for m in seen}, **{m: "unseen" for m in unseen}}
     classes = pd.DataFrame({"mid": seen + unseen, "name": [names[m] for m in seen + unseen],
@@ -234,6 +235,7 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
     tags = pd.DataFrame({"tag": [tag_of[m] for m in seen + unseen], "role": [role_of[m] for m in seen + unseen]})
     report: dict[str, Any] = {
         "images": len(manifest),
+        "wanted": len(rows),
         "missing": len(rows) - len(manifest),
         "fetched": result.fetched,
         "skipped": result.present,

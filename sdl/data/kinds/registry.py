@@ -33,8 +33,12 @@ class KindOptions:
     retries: int = 5
     backoff: float = 0.5  # first retry wait (s); doubles each attempt, plus jitter
     timeout: float = 60.0
+    # below this share of the wanted images obtained, the download fails (pointing at image_dir)
+    min_images_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_images_fraction <= 1.0:
+            raise ValueError(f"min_images_fraction must be in [0, 1], got {self.min_images_fraction}")
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
         if self.workers < 1:
@@ -92,7 +96,8 @@ class Sources(Protocol):
 @dataclass
 class Acquired:
     """What a download produced: the manifest (paths relative to ``raw_dir``), the tags with
-    their role where the dataset fixes the zero-shot split, and counts for the report."""
+    their role where the dataset fixes the zero-shot split, and counts for the report
+    (``wanted``: the images the kind tried to obtain; ``images``: those it has)."""
 
     manifest: pd.DataFrame
     tags: pd.DataFrame  # columns: tag, role ("seen" / "unseen" / "")
