@@ -5,6 +5,7 @@
     sdl models list --dataset NAME [--name MODEL] [--json]
     sdl models promote --dataset NAME --version V [--reason TEXT]
     sdl models rollback --dataset NAME [--reason TEXT]
+    sdl serve [--model URI] [--host 127.0.0.1] [--port 5001] [--vocabulary PARQUET]
 
 The model defaults to ``models:/sdl-embedded@champion``; the registry is the one of
 ``MLFLOW_TRACKING_URI`` (or ``--tracking-uri``), else the project's ``sqlite:///mlflow/mlflow.db``
@@ -114,7 +115,8 @@ def _predict(model: Any, paths: Sequence[str], tags: Sequence[str], vectors: Any
     params = {"top_k": int(top_k), "tags": list(tags), "vectors": np.asarray(vectors, np.float64).ravel().tolist()}
     frames = []
     for start in range(0, len(paths), BATCH):
-        chunk = [str(Path(p).resolve()) for p in paths[start : start + BATCH]]
+        # the bytes, not the paths: the tagger reads no files unless told to (see sdl.mlops.serving_inputs)
+        chunk = [Path(p).read_bytes() for p in paths[start : start + BATCH]]
         frames.append(model.predict(pd.DataFrame({"image": chunk}), params=params))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["tags", "scores", "unseen"])
 
@@ -282,6 +284,31 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``mlflow models serve`` on the model, with the safe settings: loopback unless told,
+    no server files readable by requests, the request caps, the venv's uvicorn on PATH."""
+    from sdl.mlops import tracking
+    from sdl.mlops.serving_inputs import DEFAULT_LIMITS
+
+    _check_store(args.model)
+    limits = {**DEFAULT_LIMITS, "files_root": "", "max_images": args.max_images,
+              "max_image_bytes": args.max_image_mb << 20, "max_pixels": args.max_megapixels * 1_000_000}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(),
+           "MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps(limits),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("SDL_FILES_ROOT", None)  # a served model reads no server files
+    if args.vocabulary:
+        if not Path(args.vocabulary).is_file():
+            raise CliError(f"{args.vocabulary}: no such vocabulary file (e.g. data/embedded/vocabulary.parquet)")
+        env["SDL_VOCABULARY"] = str(Path(args.vocabulary).resolve())
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", args.model,
+               "--env-manager", "local", "-h", args.host, "-p", str(args.port), "-w", str(args.workers)]
+    print(f"serving {args.model} on http://{args.host}:{args.port}/invocations "
+          f"(at most {args.max_images} images of {args.max_image_mb} MB a request)", file=sys.stderr)
+    os.execve(command[0], command, env)  # the server replaces this process: signals reach it directly
+    return 0  # pragma: no cover
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdl", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow/mlflow.db)")
@@ -304,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     retrieve.add_argument("--top", type=int, default=10, metavar="N", help="show the best N (0: all)")
     retrieve.add_argument("--json", action="store_true", help="print JSON")
     retrieve.set_defaults(func=cmd_retrieve)
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP (mlflow models serve, with safe settings)")
+    serve.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--vocabulary", metavar="PARQUET", help="serve this vocabulary (re-read when it changes)")
+    serve.add_argument("--max-images", type=int, default=64, help="images per request (default 64)")
+    serve.add_argument("--max-image-mb", type=int, default=16, help="bytes per image, in MiB (default 16)")
+    serve.add_argument("--max-megapixels", type=int, default=40, help="decoded pixels per image (default 40 M)")
+    serve.set_defaults(func=cmd_serve)
 
     models = commands.add_parser("models", help="registered models: list, promote, rollback")
     actions = models.add_subparsers(dest="action", required=True)

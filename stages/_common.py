@@ -35,6 +35,7 @@ def setup_logging() -> None:
     )
     for noisy in ("alembic", "urllib3", "botocore", "great_expectations", "matplotlib", "PIL", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("sdl").setLevel(logging.INFO)  # the library's story of the run (sdl's CLI quiets it)
 
 
 def load_dataset(params_path: str, dataset: str) -> DatasetParams:

@@ -19,6 +19,7 @@ from sdl.mlops.pyfunc import (
     png_base64,
     write_vocabulary,
 )
+from sdl.mlops.serving_inputs import DEFAULT_LIMITS
 from sdl.safety.redaction import redact_mapping
 
 
@@ -94,7 +95,9 @@ def log_pyfunc(
                 pip_requirements=_requirements(),
                 signature=_signature(),
                 input_example=example,
-                model_config=source_config(wordvec_source, wordvec_source_name) or None,
+                # the request limits are logged so that a loader may override them (MLflow only
+                # lets load_model / MLFLOW_PYFUNC_INFERENCE_CONFIG change keys the model has)
+                model_config={**DEFAULT_LIMITS, **source_config(wordvec_source, wordvec_source_name)},
                 metadata={"vocabulary_size": len(tags), "unseen_tags": len(unseen),
                           "wordvec_source": source_config(wordvec_source).get(SOURCE_CONFIG)},
             )

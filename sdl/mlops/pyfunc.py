@@ -1,29 +1,31 @@
 """The registered model: an MLflow pyfunc that tags images with any vocabulary.
 
 Artifacts: the SDL weights and config (``sdl.models.save_model``) and the vocabulary it was
-registered with (Parquet: tag, vector, unseen). ``predict`` takes images (paths, bytes,
-base64 strings or HWC uint8 arrays) and returns, per image, the top-k tags and their scores.
+registered with (Parquet: tag, vector, unseen). ``predict`` takes images (base64 strings, bytes
+or HWC uint8 arrays; server files only where a trusted loader opts in, see
+``sdl.mlops.serving_inputs``) and returns, per image, the top-k tags and their scores.
 A caller may pass another vocabulary in ``params``: ``tags`` alone (tags of the registered
 vocabulary keep their vectors; new ones are embedded with the word-vector source the model was
 registered with, ``model_config["wordvec_source"]``, when that source is installed) or ``tags``
 with ``vectors`` (a flat list of len(tags) x d numbers, row by row, as MLflow params are 1-D).
 SDL ranks tags it has never seen through their word vectors, so new tags need no retraining.
 The current vocabulary of a project (``data/<dataset>/vocabulary.parquet``, which the
-``embed`` stage rewrites when tags are added) can be used instead of the registered one:
-``params={"vocabulary": path}``, or the environment variable ``SDL_VOCABULARY`` for a served
-model (the file is read again whenever it changes).
+``embed`` stage rewrites when tags are added) can be used instead of the registered one: the
+environment variable ``SDL_VOCABULARY`` where the model runs (read again whenever the file
+changes), or ``params={"vocabulary": path}`` for a file under the opted-in ``files_root``.
 
 Input: a DataFrame with an ``image`` column (called directly, also a list or an array of
-images); each value a path, a base64 string, raw bytes or an HWC uint8 array. Output: a DataFrame with, per image, the
-top-k ``tags``, their ``scores`` and whether each tag was ``unseen`` in training.
+images); each value a base64 string, raw bytes or an HWC uint8 array. Output: a DataFrame
+with, per image, the top-k ``tags``, their ``scores`` and whether each tag was ``unseen`` in
+training. A refused request raises ``RequestRejected`` (HTTP 400 from a server).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +35,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sdl.mlops.serving_inputs import (
+    RequestLimits,
+    RequestRejected,
+    decode_images,
+    vocabulary_file,
+)
 from sdl.safety.atomic import write_parquet
+
+log = logging.getLogger(__name__)
 
 VOCABULARY_FILE = "vocabulary.parquet"
 # model_config keys: the word-vector source spec (JSON, paths absolute) and its name
@@ -68,27 +78,6 @@ def read_vocabulary(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray
     return frame["tag"].tolist(), vectors, frame["unseen"].to_numpy(dtype=bool)
 
 
-def decode_image_input(value: Any):  # type: ignore[no-untyped-def]
-    """A PIL RGB image from a path, bytes, a base64 string or an HWC uint8 array."""
-    from PIL import Image
-
-    from sdl.data.images import ImageDecodeError, load_rgb
-
-    if isinstance(value, np.ndarray):
-        array = value if value.ndim == 3 else np.repeat(value[..., None], 3, axis=2)
-        return Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
-    if isinstance(value, bytes | bytearray):
-        return load_rgb(bytes(value))
-    if isinstance(value, str):
-        if os.path.exists(value):
-            return load_rgb(value)
-        try:
-            return load_rgb(base64.b64decode(value, validate=True))
-        except (binascii.Error, ValueError):
-            raise ImageDecodeError(f"{value[:80]!r}: neither an existing file nor base64 image bytes") from None
-    raise ImageDecodeError(f"unsupported image input of type {type(value).__name__}")
-
-
 class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
     """pyfunc: images -> top-k tags and scores, over the registered or a given vocabulary."""
 
@@ -102,6 +91,7 @@ class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
         config = dict(getattr(context, "model_config", None) or {})
         self.source_spec = source_spec_from_config(config)
         self.source_name = config.get(SOURCE_NAME_CONFIG) or None
+        self.limits = RequestLimits.from_config(config)
 
     def vocabulary(self, tags: Sequence[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Vectors for ``tags``: registered ones as registered, new ones from the word-vector
@@ -112,38 +102,31 @@ class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         # (MLflow reads these hints: a DataFrame hint means "no type-hint validation", the
         # signature logged with the model does the checking)
-        params = params or {}
-        top_k = int(params.get("top_k", 5))
+        try:
+            return self._predict(model_input, params or {})
+        except RequestRejected:
+            raise
+        except Exception as error:  # the caller gets a line, never our stack trace
+            log.exception("tagging failed")
+            raise RequestRejected(f"the model failed on this request ({type(error).__name__}); "
+                                  "the server's log has the details", internal=True) from None
+
+    def _predict(self, model_input: Any, params: dict[str, Any]) -> pd.DataFrame:
+        try:
+            top_k = int(params.get("top_k", 5))
+        except (TypeError, ValueError):
+            raise RequestRejected("top_k must be an integer") from None
         tags, vectors, unseen = self.tags, self.vectors, self.unseen
-        live = params.get("vocabulary") or os.environ.get(LIVE_VOCABULARY_ENV)
-        if live:
-            tags, vectors, unseen = self.live_vocabulary(live)
+        served = os.environ.get(LIVE_VOCABULARY_ENV)
+        if params.get("vocabulary"):
+            tags, vectors, unseen = self.live_vocabulary(vocabulary_file(str(params["vocabulary"]), self.limits, served))
+        elif served:
+            tags, vectors, unseen = self.live_vocabulary(served)
         given = params.get("tags")
         if given is not None and len(given):
-            tags = [str(t) for t in given]
-            if len(set(tags)) != len(tags):
-                raise ValueError("tags must not repeat")
-            raw_vectors = params.get("vectors")
-            if raw_vectors is None or not len(raw_vectors):
-                _, vectors, missing = self.vocabulary(tags)
-                if missing:
-                    details = "; ".join(f"{t!r}: {why}" for t, why in missing.items())
-                    raise ValueError(f"tags without a word vector: {details}; pass 'vectors' for them")
-            else:
-                d = self.vectors.shape[1]
-                vectors = np.asarray(raw_vectors, dtype=np.float32)
-                if vectors.ndim == 1 and vectors.size == len(tags) * d:
-                    vectors = vectors.reshape(len(tags), d)
-                if vectors.shape != (len(tags), d):
-                    raise ValueError(f"vectors must be ({len(tags)}, {d}) or {len(tags) * d} numbers, got {vectors.shape}")
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
-                    raise ValueError("vectors must be finite and non-zero")
-                vectors = vectors / norms
-            known = set(np.asarray(self.tags)[~self.unseen])
-            unseen = np.array([t not in known for t in tags])
+            tags, vectors, unseen = self._given_vocabulary([str(t) for t in given], params.get("vectors"))
         top_k = max(1, min(top_k, len(tags)))
-        images = _images_from_input(model_input)
+        images = decode_images(_input_values(model_input), self.limits)
         scores = self.score(images, vectors)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         tag_array = np.asarray(tags, dtype=object)
@@ -156,7 +139,36 @@ class SDLTagger(_PythonModel):  # type: ignore[misc,valid-type]
         )
 
 
-    def live_vocabulary(self, path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def _given_vocabulary(self, tags: list[str], raw_vectors: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The request's own tags: vectors given (flat, row by row) or embedded with the model's source."""
+        if len(tags) > self.limits.max_tags:
+            raise RequestRejected(f"{len(tags)} tags in one request; at most {self.limits.max_tags}")
+        if len(set(tags)) != len(tags):
+            raise RequestRejected("tags must not repeat")
+        if raw_vectors is None or not len(raw_vectors):
+            _, vectors, missing = self.vocabulary(tags)
+            if missing:
+                # positions, not the tags: an answer repeats nothing of the request, unless the
+                # caller is trusted (it opted in to server files)
+                named = [repr(t[:40]) if self.limits.files_root is not None else str(tags.index(t) + 1)
+                         for t in list(missing)[:10]]
+                raise RequestRejected(f"{len(missing)} of the {len(tags)} tags have no word vector (tags "
+                                      f"{', '.join(named)}); pass 'vectors' for them")
+        else:
+            d = self.vectors.shape[1]
+            vectors = np.asarray(raw_vectors, dtype=np.float32)
+            if vectors.ndim == 1 and vectors.size == len(tags) * d:
+                vectors = vectors.reshape(len(tags), d)
+            if vectors.shape != (len(tags), d):
+                raise RequestRejected(f"vectors must be ({len(tags)}, {d}) or {len(tags) * d} numbers, got {vectors.shape}")
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
+                raise RequestRejected("vectors must be finite and non-zero")
+            vectors = vectors / norms
+        known = set(np.asarray(self.tags)[~self.unseen])
+        return tags, vectors, np.array([t not in known for t in tags])
+
+    def live_vocabulary(self, path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         """A project's current vocabulary file (tag, vector, unseen), re-read when it changes."""
         stat = os.stat(path)
         key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
@@ -274,19 +286,16 @@ def png_base64(image: Any = None, max_side: int = 64) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _images_from_input(model_input: Any) -> list[Any]:
+def _input_values(model_input: Any) -> list[Any]:
+    """The images of a request: a DataFrame's ``image`` column (or its first), a list, an array."""
     if isinstance(model_input, pd.DataFrame):
         column = "image" if "image" in model_input.columns else model_input.columns[0]
-        values = model_input[column].tolist()
-    elif isinstance(model_input, np.ndarray) and model_input.dtype != object and model_input.ndim in (3, 4):
-        values = [model_input] if model_input.ndim == 3 else list(model_input)
-    elif isinstance(model_input, list | tuple | np.ndarray):
-        values = list(model_input)
-    else:
-        values = [model_input]
-    if not values:
-        raise ValueError("no images given")
-    return [decode_image_input(v) for v in values]
+        return model_input[column].tolist()
+    if isinstance(model_input, np.ndarray) and model_input.dtype != object and model_input.ndim in (3, 4):
+        return [model_input] if model_input.ndim == 3 else list(model_input)
+    if isinstance(model_input, list | tuple | np.ndarray):
+        return list(model_input)
+    return [model_input]
 
 
 def load_pyfunc(uri: str):  # type: ignore[no-untyped-def]

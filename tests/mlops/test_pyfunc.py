@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdl.data.images import ImageDecodeError
+from sdl.mlops.serving_inputs import RequestRejected
 from sdl.mlops import registry, tracking
 from tests.helpers.registry_project import (
     Project,
@@ -49,6 +49,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any
 
 @pytest.fixture(scope="module")
 def tagger(project: Project):  # type: ignore[no-untyped-def]
+    """The champion as a trusted process loads it: server files readable anywhere (opted in)."""
+    return tracking.configured_mlflow().pyfunc.load_model(URI, model_config={"files_root": "/"})
+
+
+@pytest.fixture(scope="module")
+def served(project: Project):  # type: ignore[no-untyped-def]
+    """The champion with the defaults of a served model: no server files, the request caps."""
     return tracking.configured_mlflow().pyfunc.load_model(URI)
 
 
@@ -80,10 +87,44 @@ def test_images_as_paths_bytes_base64_and_arrays(project: Project, tagger: Any) 
     out = tagger.predict(pd.DataFrame({"image": inputs}), params={"top_k": 3})
     assert all(list(out.loc[i, "tags"]) == list(out.loc[0, "tags"]) for i in range(4))
     assert all(np.allclose(out.loc[i, "scores"], out.loc[0, "scores"], atol=1e-6) for i in range(4))
-    with pytest.raises(ImageDecodeError, match="neither an existing file nor base64"):
+    with pytest.raises(RequestRejected, match="image 1: not base64 image bytes, nor a file under /"):
         tagger.predict(pd.DataFrame({"image": ["/no/such/image.png"]}))
-    with pytest.raises(ImageDecodeError, match="not a decodable image"):
-        tagger.predict(pd.DataFrame({"image": [b"not an image"]}))
+    with pytest.raises(RequestRejected, match="image 2: not a decodable image"):
+        tagger.predict(pd.DataFrame({"image": [raw, b"not an image"]}))
+
+
+def test_a_served_model_reads_no_server_files(project: Project, served: Any, tmp_path: Path) -> None:
+    """Without files_root a string is base64 or nothing: an existing file, the password file and
+    a missing path get the same answer, so a caller can neither read nor probe the server."""
+    answers = []
+    for value in (str(project.paths[0]), "/etc/passwd", "/no/such/file.png", str(project.root / "params.yaml")):
+        with pytest.raises(RequestRejected) as caught:
+            served.predict(pd.DataFrame({"image": [value]}))
+        answers.append(str(caught.value))
+        assert value not in str(caught.value)  # the request is not echoed
+    assert len(set(answers)) == 1 and "a served model reads no server paths" in answers[0]
+    raw = project.paths[0].read_bytes()
+    assert len(served.predict(pd.DataFrame({"image": [raw, base64.b64encode(raw).decode()]}))) == 2
+    with pytest.raises(RequestRejected, match="'vocabulary' param cannot name a file on this server"):
+        served.predict(pd.DataFrame({"image": [raw]}), params={"vocabulary": str(project.root / "data/embedded/vocabulary.parquet")})
+
+
+def test_requests_are_capped(project: Project, tmp_path: Path) -> None:
+    """Images per request, bytes per image, decoded pixels (from the header, before decoding)."""
+    capped = tracking.configured_mlflow().pyfunc.load_model(
+        URI, model_config={"max_images": 2, "max_image_bytes": 50_000, "max_pixels": 1_000_000})
+    raw = project.paths[0].read_bytes()
+    with pytest.raises(RequestRejected, match="3 images in one request; at most 2"):
+        capped.predict(pd.DataFrame({"image": [raw] * 3}))
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(big, format="PNG")
+    with pytest.raises(RequestRejected, match="image 1: more than 50,000 bytes"):
+        capped.predict(pd.DataFrame({"image": [big.getvalue()]}))
+    bomb = io.BytesIO()
+    Image.new("1", (2000, 1000)).save(bomb, format="PNG")  # 2 M pixels in a few hundred bytes
+    assert len(bomb.getvalue()) < 50_000
+    with pytest.raises(RequestRejected, match="2000 x 1000 pixels, more than the 1,000,000 allowed"):
+        capped.predict(pd.DataFrame({"image": [base64.b64encode(bomb.getvalue()).decode()]}))
 
 
 def test_another_vocabulary_with_new_tags(project: Project, tagger: Any) -> None:
@@ -104,8 +145,15 @@ def test_another_vocabulary_with_new_tags(project: Project, tagger: Any) -> None
     # explicit vectors (a flat list, as MLflow params are 1-D) give the same ranking
     flat = tagger.predict(images, params={"tags": ["zebra", "lion", "dog"], "vectors": vectors.ravel().tolist(), "top_k": 3})
     assert [list(t) for t in flat["tags"]] == [list(t) for t in out["tags"]]
-    with pytest.raises(ValueError, match="qxqxzzyq"):
+    with pytest.raises(RequestRejected, match="1 of the 2 tags have no word vector .tags 'qxqxzzyq'."):
         tagger.predict(images, params={"tags": ["dog", "qxqxzzyq"]})
+
+
+def test_a_served_answer_names_positions_not_the_request(project: Project, served: Any) -> None:
+    raw = project.paths[0].read_bytes()
+    with pytest.raises(RequestRejected) as caught:
+        served.predict(pd.DataFrame({"image": [raw]}), params={"tags": ["dog", "qxqxzzyq"]})
+    assert "tags 2)" in str(caught.value) and "qxqxzzyq" not in str(caught.value)
 
 
 def test_signature_and_a_self_contained_input_example(project: Project, tagger: Any, tmp_path: Path) -> None:
@@ -171,8 +219,7 @@ def test_mlflow_models_serve_answers_a_rest_request(project: Project, tagger: An
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project.root}/mlflow/mlflow.db"
     # `mlflow models serve --env-manager local` execs uvicorn from PATH: the venv's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", URI, "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port)]
+    command = [str(Path(sys.executable).parent / "sdl"), "serve", "--model", URI, "--port", str(port), "--max-images", "3"]
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -194,8 +241,16 @@ def test_mlflow_models_serve_answers_a_rest_request(project: Project, tagger: An
         expected = tagger.predict(pd.DataFrame({"image": images}), params=body["params"])
         assert [p["tags"] for p in predictions] == [list(t) for t in expected["tags"]]
         assert predictions[0]["scores"] == pytest.approx(list(expected.loc[0, "scores"]), abs=1e-5)
-        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {"columns": ["image"], "data": [["nope"]]}}, timeout=60)
-        assert bad.status_code >= 400 and "neither an existing file nor base64" in bad.text
+        for value in ("nope-not-an-image", str(project.paths[0]), "/etc/passwd"):
+            bad = requests.post(f"{url}/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[value]]}},
+                                timeout=60)
+            answer = bad.json()
+            assert bad.status_code == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", bad.text
+            assert "not base64 image bytes" in answer["message"] and value not in bad.text  # no echo
+            assert "stack_trace" not in answer and "Traceback" not in bad.text and len(answer["message"]) < 200
+        many = {"dataframe_split": {"columns": ["image"], "data": [[images[0]]] * 4}}
+        capped = requests.post(f"{url}/invocations", json=many, timeout=60)
+        assert capped.status_code == 400 and "4 images in one request; at most 3" in capped.json()["message"]
     finally:
         stop_server(process)
         log.close()
