@@ -76,11 +76,19 @@ def pipeline_env(root: Path) -> dict[str, str]:
     return env
 
 
-def run_dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``dvc <args>`` in a repository copy and return its output."""
+def run_dvc(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dvc <args>`` in a repository copy (``env``: instead of :func:`pipeline_env`) and return its output."""
     result = subprocess.run(
-        [str(VENV_BIN / "dvc"), *args], cwd=root, env=pipeline_env(root), capture_output=True, text=True
+        [str(VENV_BIN / "dvc"), *args], cwd=root, env=env or pipeline_env(root), capture_output=True, text=True
     )
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def clone_built(root: Path, destination: Path) -> Path:
+    """A copy of a built repository (outputs, DVC cache, MLflow store, git history), for a test
+    that changes params or reruns stages: the shared build stays as it was, whether the test
+    passes or fails."""
+    shutil.copytree(root, destination, symlinks=True)
+    return destination

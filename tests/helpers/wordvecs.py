@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -47,3 +48,25 @@ class StubSource:
         if self.fail:
             raise RuntimeError("lookup failed mid-embedding")
         return {w: self.vectors[w] for w in words if w in self.vectors}
+
+
+def train_fasttext_bin(folder: Path, words: Sequence[str], dim: int = 16, seed: int = 0) -> Path:
+    """A tiny real fastText ``.bin`` (skipgram with subwords) trained on sentences of ``words``.
+    ``thread=12``: fewer threads can leave part of the matrix uninitialised (NaN), see
+    shared/ENVIRONMENT.md; a small ``bucket`` keeps the file a few MB."""
+    import random
+
+    import fasttext
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    vocabulary = sorted(set(words))
+    corpus = folder / "corpus.txt"
+    with open(corpus, "w", encoding="utf-8") as handle:
+        for _ in range(max(2000, 20 * len(vocabulary) // 8)):
+            handle.write(" ".join(rng.choice(vocabulary) for _ in range(8)) + "\n")
+    model = fasttext.train_unsupervised(str(corpus), model="skipgram", dim=dim, epoch=2, minCount=1, minn=2, maxn=4,
+                                        thread=12, bucket=20000, verbose=0, seed=seed)
+    path = folder / "vectors.bin"
+    model.save_model(str(path))
+    return path

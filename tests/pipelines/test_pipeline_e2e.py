@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
+from tests.helpers.repo import clone_built, copy_repository, pipeline_env, run_dvc
 
 pytestmark = pytest.mark.slow
 STAGES = ("download", "validate", "split", "embed", "train", "evaluate", "register")
@@ -70,8 +70,8 @@ def test_second_repro_runs_nothing_quickly(built_repo: tuple[Path, str]) -> None
     assert time.perf_counter() - started < 30
 
 
-def test_changing_epochs_reruns_only_train_evaluate_register(built_repo: tuple[Path, str]) -> None:
-    root, _ = built_repo
+def test_changing_epochs_reruns_only_train_evaluate_register(built_repo: tuple[Path, str], tmp_path: Path) -> None:
+    root = clone_built(built_repo[0], tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["embedded"]["epochs"] = 2
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -82,8 +82,8 @@ def test_changing_epochs_reruns_only_train_evaluate_register(built_repo: tuple[P
     assert registered["version"] == 2 and ("champion" in registered["aliases"]) == registered["gate"]["promoted"]
 
 
-def test_prefect_flow_runs_the_dag_through_dvc(built_repo: tuple[Path, str]) -> None:
-    root, _ = built_repo
+def test_prefect_flow_runs_the_dag_through_dvc(built_repo: tuple[Path, str], tmp_path: Path) -> None:
+    root = clone_built(built_repo[0], tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["evaluate"]["embedded"]["ks"] = [1]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
