@@ -66,7 +66,7 @@ def train_fasttext_bin(folder: Path, words: Sequence[str], dim: int = 16, seed: 
         for _ in range(max(2000, 20 * len(vocabulary) // 8)):
             handle.write(" ".join(rng.choice(vocabulary) for _ in range(8)) + "\n")
     model = fasttext.train_unsupervised(str(corpus), model="skipgram", dim=dim, epoch=2, minCount=1, minn=2, maxn=4,
-                                        thread=12, bucket=20000, verbose=0, seed=seed)
+                                        thread=12, bucket=20000, verbose=0)
     path = folder / "vectors.bin"
     model.save_model(str(path))
     return path
