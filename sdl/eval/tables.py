@@ -58,7 +58,9 @@ def evaluation_tables(
     scores: np.ndarray, targets: np.ndarray, tags: TagSplit, protocol: str, max_k: int = 20,
     image_sets: ImageSets = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-tag AP (tag, setting, unseen, ap) and the P/R/F1@K curve (setting, k, ...) for K = 1..max_k."""
+    """Per-tag AP (tag, setting, unseen, ap) and the P/R/F1@K curve (setting, k, ...) for K = 1..max_k.
+    (Under "open_images" a GZSL tag with no verified label shows AP 0 here and is left out of
+    the GZSL mAP.)"""
     unseen = set(tags.unseen)
     per_tag, curve = [], []
     for setting, (s, t, names) in _settings(scores, targets, tags, image_sets).items():
