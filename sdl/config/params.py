@@ -99,11 +99,14 @@ class EmbedParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    """Top-K values, the image protocol ('sdl' or 'all'), inference settings, and how many
-    test images the report's grid shows with their top-k tags (0: no grid)."""
+    """Top-K values, the protocol (``sdl.eval.metrics``: 'sdl', the released code's, drops
+    images without a positive; 'all' keeps every test image, as LESA and BiAM on NUS-WIDE;
+    'open_images', LESA's and BiAM's on Open Images, ranks each tag's verified images only),
+    inference settings, and how many test images the report's grid shows with their top-k
+    tags (0: no grid). Training picks its best epoch under the same protocol."""
 
     ks: list[int] = field(default_factory=lambda: [3, 5])
-    protocol: Literal["sdl", "all"] = "sdl"
+    protocol: Literal["sdl", "all", "open_images"] = "sdl"
     batch_size: int = 256
     num_workers: int = 0
     device: str = "auto"
@@ -235,3 +238,10 @@ def _check_cross_section(p: DatasetParams) -> None:
     metric = MetricName.parse(p.train.best_metric)
     if metric.k is not None and num_unseen is not None and metric.k > num_unseen:
         raise ParamsError(f"train.{p.name}.best_metric: {metric} needs more than {num_unseen} unseen tags")
+    side = p.download.cache_short_side
+    if side and side < p.train.image_size:
+        # the cache never upscales: a short side below the input size would feed blurred images
+        raise ParamsError(
+            f"download.{p.name}.cache_short_side: {side} px is smaller than train.{p.name}.image_size "
+            f"{p.train.image_size}; set it to at least {p.train.image_size} (or 0: no cache)"
+        )

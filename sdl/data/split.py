@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sdl.config.params import ImageSplitSpec, TagSplitSpec
+from sdl.data.manifest import TEST_SETTINGS
 from sdl.safety.atomic import read_json, write_json, write_parquet
 from sdl.safety.errors import InputError
 
@@ -78,8 +79,13 @@ def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -
     """Assign each image to train/val/test; return (image_id, subset) in manifest order.
 
     Where the manifest has an official split, its test images form the test set and val is
-    drawn from its train images; otherwise test and val are drawn at random. Images that
-    carry no tag of the vocabulary are left out (they cannot be trained or evaluated).
+    drawn from its train images; otherwise test and val are drawn at random. Train and val
+    images that carry no tag of the vocabulary are left out (nothing to learn from); test
+    images stay whatever their tags, since a protocol that evaluates every test image
+    (``evaluate.<d>.protocol: all``, LESA and BiAM on NUS-WIDE) counts them, and the others
+    drop them when they evaluate. Where the manifest names each test image's settings
+    (``test_settings``), the result has boolean columns ``zsl`` and ``gzsl``: the test image
+    sets of the two settings (True on the other subsets' rows).
     """
     vocab = set(tags.all_tags)
     unseen = set(tags.unseen)
@@ -105,8 +111,12 @@ def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -
     if spec.train_seen_only:
         shows_unseen = manifest["tags"].map(lambda ts: any(t in unseen for t in ts)).to_numpy()
         subset[(subset == "train") & shows_unseen] = ""
-    subset[~has_tag] = ""
+    subset[~has_tag & (subset != "test")] = ""
     result = pd.DataFrame({"image_id": manifest["image_id"].to_numpy(), "subset": subset})
+    if "test_settings" in manifest.columns:
+        settings = manifest["test_settings"].to_numpy()
+        for setting in TEST_SETTINGS:
+            result[setting] = [subset[i] != "test" or s is None or setting in s for i, s in enumerate(settings)]
     result = result[result["subset"] != ""].reset_index(drop=True)
     for name in SUBSETS:
         if not (result["subset"] == name).any() and (name != "val" or spec.val_fraction > 0):
@@ -114,6 +124,9 @@ def split_images(manifest: pd.DataFrame, tags: TagSplit, spec: ImageSplitSpec) -
                 f"the {name} split is empty ({len(manifest)} images, val_fraction {spec.val_fraction:g}, "
                 f"test_fraction {spec.test_fraction:g}): raise split.<dataset>.images fractions or add images"
             )
+    for setting in TEST_SETTINGS:
+        if setting in result and not result.loc[result["subset"] == "test", setting].any():
+            raise InputError(f"the {setting.upper()} test set is empty: no test image lists {setting!r} in test_settings")
     return result
 
 
@@ -122,15 +135,20 @@ IMAGES_FILE = "images.parquet"
 
 
 def write_split(folder: str | Path, tags: TagSplit, images: pd.DataFrame) -> None:
-    """Write the tag split (JSON) and the image split (Parquet: image_id, subset)."""
+    """Write the tag split (JSON) and the image split (Parquet: image_id, subset, and the
+    ``zsl`` / ``gzsl`` test-set columns where the split has them)."""
     folder = Path(folder)
     counts = {name: int((images["subset"] == name).sum()) for name in SUBSETS}
+    columns = ["image_id", "subset", *(s for s in TEST_SETTINGS if s in images)]
+    for setting in columns[2:]:  # the two settings' own test sets
+        counts[f"test_{setting}"] = int((images["subset"].eq("test") & images[setting]).sum())
     write_json(folder / TAGS_FILE, {"seen": tags.seen, "unseen": tags.unseen, "images": counts})
-    write_parquet(folder / IMAGES_FILE, pa.Table.from_pandas(images[["image_id", "subset"]], preserve_index=False))
+    write_parquet(folder / IMAGES_FILE, pa.Table.from_pandas(images[columns], preserve_index=False))
 
 
 def read_split(folder: str | Path) -> tuple[TagSplit, pd.DataFrame]:
-    """Read what :func:`write_split` wrote."""
+    """Read what :func:`write_split` wrote (a split without ``zsl`` / ``gzsl`` columns
+    evaluates both settings on every test image)."""
     folder = Path(folder)
     tags = read_json(folder / TAGS_FILE)
     images = pd.read_parquet(folder / IMAGES_FILE)

@@ -4,8 +4,9 @@ split and the word vectors.
 For the ``validate`` stage, suites run on pandas frames derived from the manifest and the tag table:
 ``manifest`` (ids unique and present, files present, tags per image within bounds),
 ``labels`` (every tag of every image is in the vocabulary), ``vocabulary`` (tags unique,
-non-empty, roles known, images per tag and prevalence within bounds) and ``images`` (a
-sample, or all, of the image files decode). :func:`validate_split` (the ``split`` stage)
+non-empty, roles known, images per tag and prevalence within bounds), ``images`` (a
+sample, or all, of the image files decode) and, where the manifest records verified negatives,
+``negatives`` (of the vocabulary, never also a positive of the same image). :func:`validate_split` (the ``split`` stage)
 checks the published split sizes, and :func:`validate_vectors` (the ``embed`` stage) that
 every tag has a finite unit vector. Each gives a JSON and a Markdown report a person can
 read; the caller decides what a failure stops.
@@ -97,12 +98,24 @@ def build_frames(
         prevalence=[counts.get(t, 0) / max(len(manifest), 1) for t in tags["tag"]],
         tag_key=[tag_key(t) for t in tags["tag"]],
     )
+    frames = {"manifest": images, "labels": labels, "vocabulary": vocabulary}
+    if "negatives" in manifest.columns:  # verified negatives (Open Images): optional
+        frames["negatives"] = _negatives_frame(manifest)
     existing = [p for p, ok in zip(paths, images["file_exists"], strict=True) if ok]
     if bounds.decode_sample and len(existing) > bounds.decode_sample:
         rng = np.random.default_rng(bounds.seed)
         existing = [existing[i] for i in sorted(rng.choice(len(existing), bounds.decode_sample, replace=False))]
-    decoded = pd.DataFrame(_decodable(existing), columns=["path", "decodable", "error"])
-    return {"manifest": images, "labels": labels, "vocabulary": vocabulary, "images": decoded}
+    frames["images"] = pd.DataFrame(_decodable(existing), columns=["path", "decodable", "error"])
+    return frames
+
+
+def _negatives_frame(manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per verified negative: the image, the tag, and whether the image also lists the
+    tag as positive (a contradiction)."""
+    rows = [{"image_id": i, "tag": t, "also_positive": t in set(positive)}
+            for i, positive, negatives in zip(manifest["image_id"], manifest["tags"], manifest["negatives"], strict=True)
+            for t in negatives]
+    return pd.DataFrame(rows, columns=["image_id", "tag", "also_positive"])
 
 
 def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
@@ -137,6 +150,12 @@ def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
             e.ExpectTableRowCountToBeBetween(min_value=2),
         ],
         "images": [e.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True])],
+        # verified negatives (only where the manifest has them): tags of the vocabulary, and
+        # never a tag the same image lists as positive
+        "negatives": [
+            e.ExpectColumnValuesToBeInSet(column="tag", value_set=vocab),
+            e.ExpectColumnValuesToBeInSet(column="also_positive", value_set=[False]),
+        ],
     }
 
 
@@ -150,9 +169,11 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) ->
     source = context.data_sources.add_pandas("sdl")
     rows: list[dict[str, Any]] = []
     for name, expectations in suites.items():
-        frame = frames[name]
-        if frame.empty and name == "images":
-            continue  # nothing to decode: the manifest suite already reports missing files
+        frame = frames.get(name)
+        if frame is None:
+            continue  # an optional frame (negatives) the manifest has no column for
+        if frame.empty and name in ("images", "negatives"):
+            continue  # nothing to decode (the manifest suite reports missing files) or no negative
         batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         suite = context.suites.add(gx.ExpectationSuite(name=name))
         for expectation in expectations:
@@ -204,6 +225,7 @@ def validate_dataset(
         "labels": len(frames["labels"]),
         "missing_files": int((~frames["manifest"]["file_exists"]).sum()),
         "decoded": len(frames["images"]),
+        **({"negatives": len(frames["negatives"])} if "negatives" in frames else {}),
         "undecodable": int((~frames["images"]["decodable"].astype(bool)).sum()),
     }
     return _report(rows, summary)

@@ -14,38 +14,67 @@ helper_functions.py``: ``average_precision``, ``mAP``, ``calc_F1``, ``get_only_r
 * P/R/F1@K: micro ("overall") counts: hits = positives among the top K tags of every
   image; P = hits / (images * K), R = hits / positives, F1 their harmonic mean, 0 when P or
   R is 0 (official ``calc_F1``).
-* Protocol ``"sdl"`` first drops images without a positive among the evaluated tags
-  (official ``get_only_relevant_gt``); ``"all"`` keeps every image (BiAM / LESA).
+* mAP: the plain mean of the tags' APs (official ``mAP``: ``ap.mean()``).
 
-A target counts as positive only where it equals 1; 0 and -1 ("unknown", Open Images) are
-not positive. (The official image filter and ``calc_F1`` treat any non-zero as positive,
-its AP uses ``== 1``; we use ``== 1`` everywhere so an unknown label never counts as a hit.)
+Protocols (which images, and which tags, a setting is scored on):
+
+* ``"sdl"`` drops images without a positive among the evaluated tags (official
+  ``get_only_relevant_gt``); ``"all"`` keeps every image (LESA and BiAM on NUS-WIDE).
+* ``"open_images"``: LESA's and BiAM's Open Images evaluation, for targets 1 (verified
+  positive), -1 (verified negative, Confidence 0) and 0 (not verified). Images without a
+  positive among the evaluated tags are dropped (BiAM ``evaluate_openimages.py``:162-164,
+  230-232, 284-286: "take only the images with positive annotations"). Each tag's AP ranks
+  only the images verified for that tag (target != 0; LESA ``core/utils.py`` ``compute_AP``:
+  ``mask = np.abs(label) == 1``), and is 0 for a tag with no positive (both ``continue``,
+  leaving 0 in the mean). In GZSL the tags with no verified label on any kept image are left
+  out of the mean (BiAM ``evaluate_openimages.py``:289-297, "4728+400 classes"); ZSL keeps
+  every tag (:239). The mAP is the plain mean over tags (BiAM's reported ``torch.mean(ap)``),
+  not its image-weighted "WEIGHTED" mAP. P/R/F1@K are as for "sdl" over the kept images:
+  the top K over every evaluated tag, only a 1 is a hit (BiAM ``compute_F1``).
+
+  BiAM's ``util_openimages.compute_AP`` (:73-93) means to compute the same per-tag AP but
+  has a bug: ``predictions[(labels != 0)[:, idx_cls]]`` selects the *rows* verified for the
+  tag and keeps *every column*, so it ranks all verified (image, tag) pairs of those images
+  together, and its ``(label > 0).sum() == 0`` test looks at every column too. That pooled
+  number is not an AP of the tag, so we follow the per-tag definition its code intends and
+  LESA's code (and BiAM's own NUS-WIDE ``util_nus.compute_AP``) implements. The published
+  SDL/BiAM Open Images mAPs are closer to BiAM's pooled values than to LESA's per-tag ones
+  (an inference from the numbers, not verified), so ours need not match them.
+
+A target counts as positive only where it equals 1; 0 and -1 (unknown or a verified
+negative) are not positive. (The official image filter and ``calc_F1`` treat any non-zero as
+positive, its AP uses ``== 1``; we use ``== 1`` everywhere so a -1 never counts as a hit.)
 
 Ties are broken deterministically: a stable sort by descending score, tied items keep their
 order (image order for AP, tag order for top K). The official code uses numpy's unstable
-``argsort`` and so leaves tie order unspecified.
+``argsort`` and so leaves tie order unspecified (LESA's sklearn AP groups tied scores).
 
 All metrics are percentages (0-100) as in the paper's tables. Only numpy is required; torch
 tensors are accepted (converted with ``.detach().cpu().numpy()``) without importing torch.
-Large matrices (100k images x 7,586 tags) are processed in blocks of columns (AP) or rows
-(top K), so no full-size copy of the score matrix is made.
+The block kernels are in :mod:`sdl.eval.ranking`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-Protocol = Literal["sdl", "all"]
-PROTOCOLS: tuple[str, ...] = ("sdl", "all")
+from sdl.eval.ranking import (
+    ap_tags,
+    ap_tags_verified,
+    hits_at_k,
+    label_counts,
+    n_rows,
+    row_step,
+    sub_rows,
+    take,
+)
 
-# Elements per working block (~16 MB of float32): large enough that numpy's per-call
-# overhead is negligible, small enough that the temporary copies stay far below the input.
-_BLOCK_ELEMENTS = 1 << 22
-# Rows per chunk of the blocked transpose: a chunk of a column block fits in L1/L2 cache.
-_TRANSPOSE_ROWS = 512
+Protocol = Literal["sdl", "all", "open_images"]
+PROTOCOLS: tuple[str, ...] = ("sdl", "all", "open_images")
+SETTINGS = ("zsl", "gzsl")
 
 __all__ = [
     "PROTOCOLS",
@@ -85,10 +114,8 @@ def _check_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
     # min/max propagate NaN and expose +-inf without allocating a full-size mask.
     if s.size and np.issubdtype(s.dtype, np.floating):
         if not (np.isfinite(s.min()) and np.isfinite(s.max())):
-            bad = sum(
-                int(np.count_nonzero(~np.isfinite(s[r : r + _row_step(s.shape[1])])))
-                for r in range(0, s.shape[0], _row_step(s.shape[1]))
-            )
+            step = row_step(s.shape[1])
+            bad = sum(int(np.count_nonzero(~np.isfinite(s[r : r + step]))) for r in range(0, s.shape[0], step))
             raise ValueError(f"scores contain {bad} NaN or infinite value(s); all must be finite")
     return s, t
 
@@ -132,172 +159,79 @@ def _tag_indices(idx: Any, n_tags: int, name: str) -> np.ndarray:
     return a
 
 
-# --------------------------------------------------------------------------- blocks
+def _image_rows(rows: Any, n_images: int, name: str) -> np.ndarray:
+    """Row indices (ascending, unique) from a boolean mask over the N images or an index array."""
+    a = _to_numpy(rows)
+    if a.dtype == np.bool_:
+        if a.shape != (n_images,):
+            raise ValueError(f"{name} mask has shape {a.shape}, expected ({n_images},)")
+        return np.flatnonzero(a)
+    a = a.reshape(-1)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be image indices or a boolean mask, got dtype {a.dtype}")
+    a = np.unique(a.astype(np.int64))
+    if a.size and (a[0] < 0 or a[-1] >= n_images):
+        raise ValueError(f"{name} has image indices outside [0, {n_images})")
+    return a
 
 
-def _row_step(n_cols: int) -> int:
-    return max(1, _BLOCK_ELEMENTS // max(1, n_cols))
+# --------------------------------------------------------------------------- protocols
 
 
-def _as_slice(cols: np.ndarray) -> slice | np.ndarray:
-    """A contiguous ascending index range as a slice, so numpy takes a view, not a gather."""
-    if cols.size and cols[-1] - cols[0] + 1 == cols.size and np.all(np.diff(cols) == 1):
-        return slice(int(cols[0]), int(cols[-1]) + 1)
-    return cols
-
-
-def _take(a: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray) -> np.ndarray:
-    """``a[rows][:, cols]`` for one block, copying only the block."""
-    c = _as_slice(cols)
-    if isinstance(rows, slice) or isinstance(c, slice):
-        return a[rows, c]
-    return a[np.ix_(rows, c)]
-
-
-def _kept_rows(targets: np.ndarray, cols: np.ndarray, protocol: str) -> np.ndarray | slice:
-    """Images evaluated under ``protocol`` (official ``get_only_relevant_gt`` for "sdl")."""
+def _kept_rows(
+    targets: np.ndarray, cols: np.ndarray, protocol: str, within: np.ndarray | None = None
+) -> np.ndarray | slice:
+    """Images evaluated under ``protocol`` among ``within`` (default: every image): "all"
+    keeps them all, "sdl" and "open_images" those with a positive among ``cols`` (official
+    ``get_only_relevant_gt``; BiAM's "images with positive annotations")."""
     n = targets.shape[0]
+    base: np.ndarray | slice = slice(0, n) if within is None else within
     if protocol == "all":
-        return slice(0, n)
-    step = _row_step(cols.size)
-    has_pos = np.zeros(n, dtype=bool)
-    for r in range(0, n, step):
-        has_pos[r : r + step] = (_take(targets, slice(r, r + step), cols) == 1).any(axis=1)
+        return base
+    m = n_rows(base, n)
+    step = row_step(cols.size)
+    has_pos = np.zeros(m, dtype=bool)
+    for r in range(0, m, step):
+        has_pos[r : r + step] = (take(targets, sub_rows(base, r, min(m, r + step)), cols) == 1).any(axis=1)
     # Every image kept: a slice lets the kernels take views instead of row gathers.
-    return slice(0, n) if has_pos.all() else np.flatnonzero(has_pos)
+    if has_pos.all():
+        return base
+    kept = np.flatnonzero(has_pos)
+    return kept if within is None else within[kept]
 
 
-def _n_rows(rows: np.ndarray | slice, n: int) -> int:
-    return len(range(n)[rows]) if isinstance(rows, slice) else int(rows.size)
+def _tag_ap(scores: np.ndarray, targets: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray,
+            protocol: str) -> np.ndarray:
+    """AP (fractions) of each tag of ``cols`` over the kept rows, as ``protocol`` ranks them."""
+    if protocol == "open_images":
+        return ap_tags_verified(scores, targets, rows, cols)
+    return ap_tags(scores, targets, rows, cols)
 
 
-def _sub_rows(rows: np.ndarray | slice, start: int, stop: int) -> np.ndarray | slice:
-    """Rows ``start:stop`` of the kept rows, as indices into the full matrix."""
-    if isinstance(rows, slice):
-        base = rows.start or 0
-        return slice(base + start, base + stop)
-    return rows[start:stop]
+def _scored_and_chance(
+    targets: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray, protocol: str, drop_unverified: bool
+) -> tuple[np.ndarray, float]:
+    """Which tags enter the mean AP, and the chance mAP in percent over them.
 
-
-# --------------------------------------------------------------------------- kernels
-
-
-def _transposed(block: np.ndarray) -> np.ndarray:
-    """C-contiguous ``block.T``, copied in row chunks that stay in cache (several times
-    faster than ``np.ascontiguousarray(block.T)`` for tall blocks)."""
-    out = np.empty(block.shape[::-1], dtype=block.dtype)
-    for r in range(0, block.shape[0], _TRANSPOSE_ROWS):
-        out[:, r : r + _TRANSPOSE_ROWS] = block[r : r + _TRANSPOSE_ROWS].T
-    return out
-
-
-def _equal_before(col: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """For each image ``pos[i]``: how many earlier images have exactly ``values[i]``.
-
-    This is the tie term of the stable descending order: a tied image is ranked after the
-    tied images that come before it.
+    Chance is the mean, over those tags, of the AP a random ranking approaches: the tag's
+    prevalence among the images it is ranked over (every kept image; for "open_images" the
+    kept images verified for it), with an O(log(n) / n) small-sample excess.
     """
-    same = np.flatnonzero(np.isin(col, np.unique(values)))  # ascending image order
-    w = col[same]
-    order = np.argsort(w, kind="stable")  # equal values grouped, each group in image order
-    ws = w[order]
-    within = np.arange(same.size) - np.searchsorted(ws, ws, side="left")
-    before = np.empty(same.size, dtype=np.int64)
-    before[order] = within
-    return before[np.searchsorted(same, pos)]
+    n = n_rows(rows, targets.shape[0])
+    positives, verified = label_counts(targets, rows, cols)
+    scored = np.ones(cols.size, dtype=bool)
+    if protocol == "open_images":
+        if drop_unverified:
+            scored = verified > 0
+        prevalence = np.divide(positives, verified, out=np.zeros(cols.size), where=verified > 0)
+    else:
+        prevalence = positives / n if n else np.zeros(cols.size)
+    chance = float(100.0 * prevalence[scored].mean()) if n and scored.any() else 0.0
+    return scored, chance
 
 
-def _ap_column(col: np.ndarray, sorted_col: np.ndarray, pos: np.ndarray) -> float:
-    """AP (fraction) of one tag: mean over positives of precision at the positive's rank.
-
-    Official ``average_precision``: sort descending, ``cumsum(positive) / (1..n)`` summed at
-    the positives, divided by the number of positives. Equivalent without an index sort:
-    the j-th positive (by rank) at rank r_j contributes j / r_j, and r_j = 1 + the number of
-    images scored above it (+ tied images before it), found by binary search in the
-    value-sorted column (a value sort is several times faster than a stable argsort).
-    """
-    if pos.size == 0:
-        return 0.0  # official: 0 / (0 + 1e-8)
-    v = col[pos]
-    order = np.argsort(v)  # ascending needles make the binary searches cache-friendly
-    v, pos = v[order], pos[order]
-    right = np.searchsorted(sorted_col, v, side="right")
-    rank = (col.size - right) + 1  # images strictly above, plus itself
-    # v occupies sorted_col[left:right]; another image shares it iff sorted_col[right-2] == v.
-    tied = (right >= 2) & (sorted_col[np.maximum(right - 2, 0)] == v)
-    if tied.any():
-        rank[tied] += _equal_before(col, pos[tied], v[tied])
-    rank.sort()
-    return float(np.mean(np.arange(1, pos.size + 1) / rank))
-
-
-def _ap_tags(
-    scores: np.ndarray, targets: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray
-) -> np.ndarray:
-    """Per-tag AP (fractions) over the kept rows, one column block at a time."""
-    n = _n_rows(rows, scores.shape[0])
-    ap = np.zeros(cols.size, dtype=np.float64)
-    if n == 0:
-        return ap
-    step = max(1, _BLOCK_ELEMENTS // n)
-    for c0 in range(0, cols.size, step):
-        cb = cols[c0 : c0 + step]
-        block = _transposed(_take(scores, rows, cb))  # (tags, images): sort along rows
-        sorted_block = np.sort(block, axis=1)
-        # Flat indices of the transposed mask come grouped by tag, images ascending
-        # (and a 1-D nonzero is several times faster than a 2-D one).
-        flat = np.flatnonzero(_transposed(_take(targets, rows, cb) == 1))
-        tag, img = np.divmod(flat, n)
-        bounds = np.searchsorted(tag, np.arange(cb.size + 1))
-        for j in range(cb.size):
-            ap[c0 + j] = _ap_column(block[j], sorted_block[j], img[bounds[j] : bounds[j + 1]])
-    return ap
-
-
-def _hits_at_k(
-    scores: np.ndarray,
-    targets: np.ndarray,
-    rows: np.ndarray | slice,
-    cols: np.ndarray,
-    ks: Sequence[int],
-) -> tuple[dict[int, int], int]:
-    """Positives among each image's top k tags (summed over images) for every k, and the
-    total number of positives, over the kept rows and the given columns.
-
-    The top k is found without a full sort: v = the k-th largest score of the image
-    (``np.partition``); a positive scored above v is in, one equal to v is in if it is among
-    the first ``k - #above`` tags equal to v in tag order (the stable descending order).
-    Only positives are inspected, so the cost beyond the partition is O(#positives).
-    """
-    n, c = _n_rows(rows, scores.shape[0]), cols.size
-    hits = {k: 0 for k in ks}
-    n_pos = 0
-    step = _row_step(c)
-    k_max = max(ks)
-    for r0 in range(0, n, step):
-        rb = _sub_rows(rows, r0, min(n, r0 + step))
-        s = _take(scores, rb, cols)
-        p = _take(targets, rb, cols) == 1
-        pr, pc = np.divmod(np.flatnonzero(p), c)  # 1-D nonzero: faster than 2-D
-        n_pos += pr.size
-        ps = s[pr, pc]
-        # One partition at the largest k (numpy's SIMD path takes a single kth, several
-        # kth are ~4x slower), then a sort of the small top-k_max slice gives every k-th value.
-        top = np.sort(np.partition(s, c - k_max, axis=1)[:, c - k_max :], axis=1)
-        for k in ks:
-            v = top[:, k_max - k]
-            vp = v[pr]
-            hit = int(np.count_nonzero(ps > vp))
-            tie = ps == vp
-            if tie.any():  # e.g. the k-th tag itself is positive: resolve by tag order
-                tr = np.unique(pr[tie])
-                st, vt = s[tr], v[tr, None]
-                need = k - np.count_nonzero(st > vt, axis=1)
-                equal = st == vt
-                inside = equal & (np.cumsum(equal, axis=1) <= need[:, None])
-                hit += int(np.count_nonzero(inside & p[tr]))
-            hits[k] += hit
-    return hits, n_pos
+def _mean(ap: np.ndarray, scored: np.ndarray) -> float:
+    return float(100.0 * ap[scored].mean()) if scored.any() else 0.0
 
 
 def _prf(hits: int, n_pos: int, n_images: int, k: int) -> tuple[float, float, float]:
@@ -308,17 +242,8 @@ def _prf(hits: int, n_pos: int, n_images: int, k: int) -> tuple[float, float, fl
     return 100.0 * p, 100.0 * r, 100.0 * f1
 
 
-def _prevalence_map(targets: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray) -> float:
-    """Mean tag prevalence in percent: expected AP of a random ranking ~ positives / images."""
-    n = _n_rows(rows, targets.shape[0])
-    if n == 0 or cols.size == 0:
-        return 0.0
-    step = _row_step(cols.size)
-    pos = np.zeros(cols.size, dtype=np.int64)
-    for r0 in range(0, n, step):
-        block = _take(targets, _sub_rows(rows, r0, min(n, r0 + step)), cols)
-        pos += np.count_nonzero(block == 1, axis=0)
-    return float(100.0 * np.mean(pos / n))
+def _drop_default(protocol: str, drop_unverified_tags: bool | None) -> bool:
+    return protocol == "open_images" if drop_unverified_tags is None else bool(drop_unverified_tags)
 
 
 # --------------------------------------------------------------------------- public API
@@ -330,18 +255,27 @@ def average_precision_per_tag(scores: Any, targets: Any, protocol: Protocol = "s
     Per tag, images are ranked by descending score (stable: ties keep image order) and AP
     is the mean precision@i over the positive images (official ``average_precision``); a
     tag without positive images scores 0. ``protocol="sdl"`` first drops images without any
-    positive tag (official ``get_only_relevant_gt``), ``"all"`` keeps every image.
+    positive tag (official ``get_only_relevant_gt``), ``"all"`` keeps every image,
+    ``"open_images"`` drops them too and ranks each tag's verified images only.
     """
     _check_protocol(protocol)
     s, t = _check_inputs(scores, targets)
     cols = np.arange(s.shape[1])
-    return 100.0 * _ap_tags(s, t, _kept_rows(t, cols, protocol), cols)
+    return 100.0 * _tag_ap(s, t, _kept_rows(t, cols, protocol), cols, protocol)
 
 
-def mean_average_precision(scores: Any, targets: Any, protocol: Protocol = "sdl") -> float:
-    """mAP in percent: mean of :func:`average_precision_per_tag` (official ``mAP``); 0 if C = 0."""
-    ap = average_precision_per_tag(scores, targets, protocol)
-    return float(ap.mean()) if ap.size else 0.0
+def mean_average_precision(
+    scores: Any, targets: Any, protocol: Protocol = "sdl", *, drop_unverified_tags: bool | None = None
+) -> float:
+    """mAP in percent: the plain mean of :func:`average_precision_per_tag` (official ``mAP``);
+    0 if no tag counts. Under ``"open_images"`` the tags without a verified label on any kept
+    image are left out (BiAM's GZSL; ``drop_unverified_tags=False`` keeps them, as its ZSL)."""
+    _check_protocol(protocol)
+    s, t = _check_inputs(scores, targets)
+    cols = np.arange(s.shape[1])
+    rows = _kept_rows(t, cols, protocol)
+    scored, _ = _scored_and_chance(t, rows, cols, protocol, _drop_default(protocol, drop_unverified_tags))
+    return _mean(_tag_ap(s, t, rows, cols, protocol), scored)
 
 
 def precision_recall_f1_at_k(
@@ -351,21 +285,22 @@ def precision_recall_f1_at_k(
 
     P = hits / (images * k), R = hits / positives, F1 = 2PR / (P + R), 0 when P or R is 0
     (official ``calc_F1``). Ties at the cut keep tag order. Raises ValueError unless
-    1 <= k <= C.
+    1 <= k <= C. "open_images" scores as "sdl" (only a 1 is a hit).
     """
     _check_protocol(protocol)
     s, t = _check_inputs(scores, targets)
     k = _check_k(k, s.shape[1])
     cols = np.arange(s.shape[1])
     rows = _kept_rows(t, cols, protocol)
-    hits, n_pos = _hits_at_k(s, t, rows, cols, [k])
-    return _prf(hits[k], n_pos, _n_rows(rows, s.shape[0]), k)
+    hits, n_pos = hits_at_k(s, t, rows, cols, [k])
+    return _prf(hits[k], n_pos, n_rows(rows, s.shape[0]), k)
 
 
-def chance_map(targets: Any, protocol: Protocol = "sdl") -> float:
+def chance_map(targets: Any, protocol: Protocol = "sdl", *, drop_unverified_tags: bool | None = None) -> float:
     """mAP of a random ranking in percent, taken as the mean tag prevalence.
 
-    Prevalence = positives / images per tag after the protocol's image filtering; a random
+    Prevalence = positives / images per tag after the protocol's image filtering (for
+    "open_images": positives / verified images, over the tags its mAP counts); a random
     ranking's expected AP approaches it as the number of images grows (small-sample excess
     is O(log(n) / n)). A reference floor for the mAP columns of the paper's tables.
     """
@@ -373,7 +308,8 @@ def chance_map(targets: Any, protocol: Protocol = "sdl") -> float:
     t = _to_numpy(targets)
     _check_targets(t)
     cols = np.arange(t.shape[1])
-    return _prevalence_map(t, _kept_rows(t, cols, protocol), cols)
+    rows = _kept_rows(t, cols, protocol)
+    return _scored_and_chance(t, rows, cols, protocol, _drop_default(protocol, drop_unverified_tags))[1]
 
 
 def evaluate(
@@ -383,18 +319,25 @@ def evaluate(
     unseen: Any,
     ks: int | Iterable[int],
     protocol: Protocol = "sdl",
+    image_sets: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """ZSL (unseen tags) and GZSL (seen + unseen tags) metrics as a JSON-ready dict.
 
     ``seen`` / ``unseen`` are index arrays or boolean masks over the C columns (disjoint).
-    Image filtering (``protocol="sdl"``) is done per task, on that task's columns, as the
-    official code does with ``relevant_inds``. Returns::
+    ``image_sets`` optionally restricts a setting to its own test images (``{"zsl": mask}``,
+    a boolean mask over the N images or image indices; a setting not named uses every
+    image): the released COCO code scores GZSL on ``val_17_48`` and ZSL on ``val_unseen``.
+    The protocol's image filter is then applied per setting, on that setting's columns, as
+    the official code does with ``relevant_inds``. Returns::
 
         {"zsl": {"map", "precision@k", "recall@k", "f1@k" for each k}, "gzsl": {...},
          "chance": {"zsl_map", "gzsl_map"}, "images": {"zsl": n, "gzsl": n},
+         "evaluated_tags": {"zsl": n, "gzsl": n}, "labels_per_image": {"zsl": x, "gzsl": x},
          "protocol": protocol}
 
-    with plain Python floats (percent) and ints.
+    with plain Python floats (percent) and ints. ``evaluated_tags`` counts the tags in the
+    mAP (fewer than the columns only under "open_images" GZSL); ``labels_per_image`` is the
+    label density, positives per evaluated image (K * P / R of any K).
     """
     _check_protocol(protocol)
     s, t = _check_inputs(scores, targets)
@@ -403,6 +346,10 @@ def evaluate(
     unseen_idx = _tag_indices(unseen, n_tags, "unseen")
     if np.intersect1d(seen_idx, unseen_idx).size:
         raise ValueError("seen and unseen tags overlap; a tag is either seen or unseen")
+    unknown = sorted(set(image_sets or {}) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"image_sets names unknown setting(s) {unknown}; expected {list(SETTINGS)}")
+    within = {task: _image_rows(rows, s.shape[0], f"image_sets[{task!r}]") for task, rows in (image_sets or {}).items()}
     k_list = [ks] if isinstance(ks, (int, np.integer)) else list(ks)
     tasks = {"zsl": np.sort(unseen_idx), "gzsl": np.union1d(seen_idx, unseen_idx)}
     for cols in tasks.values():  # reject a bad k before any heavy work
@@ -410,17 +357,22 @@ def evaluate(
             _check_k(k, cols.size)
     k_list = list(dict.fromkeys(int(k) for k in k_list))
 
-    out: dict[str, Any] = {"chance": {}, "images": {}, "protocol": protocol}
+    out: dict[str, Any] = {"chance": {}, "images": {}, "evaluated_tags": {}, "labels_per_image": {}}
     for task, cols in tasks.items():
-        rows = _kept_rows(t, cols, protocol)
-        n_img = _n_rows(rows, s.shape[0])
-        ap = _ap_tags(s, t, rows, cols)
-        res: dict[str, float] = {"map": float(100.0 * ap.mean()) if ap.size else 0.0}
-        hits, n_pos = _hits_at_k(s, t, rows, cols, k_list)
+        rows = _kept_rows(t, cols, protocol, within.get(task))
+        n_img = n_rows(rows, s.shape[0])
+        # BiAM leaves unverified tags out of its GZSL mAP only (evaluate_openimages.py:289-297 vs :239)
+        scored, chance = _scored_and_chance(t, rows, cols, protocol, drop_unverified=task == "gzsl")
+        res: dict[str, float] = {"map": _mean(_tag_ap(s, t, rows, cols, protocol), scored)}
+        hits, n_pos = hits_at_k(s, t, rows, cols, k_list)
         for k in k_list:
             p, r, f1 = _prf(hits[k], n_pos, n_img, k)
             res.update({f"precision@{k}": p, f"recall@{k}": r, f"f1@{k}": f1})
         out[task] = res
-        out["chance"][f"{task}_map"] = _prevalence_map(t, rows, cols)
+        out["chance"][f"{task}_map"] = chance
         out["images"][task] = n_img
-    return {k: out[k] for k in ("zsl", "gzsl", "chance", "images", "protocol")}
+        out["evaluated_tags"][task] = int(scored.sum())
+        out["labels_per_image"][task] = n_pos / n_img if n_img else 0.0
+    out["protocol"] = protocol
+    keys = ("zsl", "gzsl", "chance", "images", "evaluated_tags", "labels_per_image", "protocol")
+    return {k: out[k] for k in keys}

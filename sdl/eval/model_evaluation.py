@@ -36,7 +36,9 @@ class Evaluation:
 
 
 def evaluate_model(model_dir: str | Path, test: TestSet, params: EvaluateParams, progress: bool = False) -> Evaluation:
-    """Score the test images with the model in ``model_dir`` and compute every metric."""
+    """Score the test images with the model in ``model_dir`` and compute every metric (each
+    setting on its own test images where the split gives it some)."""
+    check_protocol_data(params.protocol, test)
     model = load_model(model_dir)
     config = model.config
     dataset = TaggedImageDataset(test.paths, None, config.image_size, config.mean, config.std)
@@ -44,14 +46,24 @@ def evaluate_model(model_dir: str | Path, test: TestSet, params: EvaluateParams,
         model, dataset, test.vectors, batch_size=params.batch_size, num_workers=params.num_workers,
         device=params.device, progress=progress, description="test images",
     )
-    tags = test.tags
+    tags, sets, protocol = test.tags, test.image_sets, params.protocol
     scores = all_scores[:, : len(tags.all_tags)]
-    results = summarise(scores, test.targets, tags, params.ks, params.protocol)
-    results["vocabulary"] = with_extra_tags(all_scores, test.targets, tags, params.ks, params.protocol)
-    per_tag, curves = evaluation_tables(scores, test.targets, tags, params.protocol)
+    results = summarise(scores, test.targets, tags, params.ks, protocol, sets)
+    results["vocabulary"] = with_extra_tags(all_scores, test.targets, tags, params.ks, protocol, sets)
+    per_tag, curves = evaluation_tables(scores, test.targets, tags, protocol, image_sets=sets)
     top_k = min(max(params.ks), len(tags.all_tags))
     return Evaluation(
         results=results, per_tag=per_tag, curves=curves,
-        chance=chance_levels(test.targets, tags, params.ks, params.protocol),
+        chance=chance_levels(test.targets, tags, params.ks, protocol, sets),
         grid=grid_items(test.paths, test.tag_lists, scores, tags, params.grid_images, top_k),
     )
+
+
+def check_protocol_data(protocol: str, test: TestSet) -> None:
+    """The Open Images protocol ranks each tag among its verified images: without verified
+    negatives in the manifest every label would be a positive and every AP 100."""
+    if protocol == "open_images" and not test.has_negatives:
+        raise ValueError(
+            "evaluate protocol 'open_images' needs verified negatives in the manifest (a 'negatives' "
+            "column, written by the open_images kind): rerun the download stage, or use protocol 'sdl' or 'all'"
+        )

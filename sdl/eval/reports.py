@@ -102,9 +102,10 @@ _CAPTION = (
 def table_markdown(
     table: pd.DataFrame, title: str = "Comparison with published results",
     published: Sequence[PublishedResult] = (), papers: Mapping[str, str] | None = None,
-    header: Sequence[str] = (),
+    header: Sequence[str] = (), density: pd.DataFrame | None = None,
 ) -> str:
-    """The table as GitHub Markdown, with the sources of the published columns below it."""
+    """The table as GitHub Markdown, with the sources of the published columns below it (and
+    the label-density table, :func:`label_density_table`, when given)."""
     lines = [f"# {title}", ""]
     lines += [f"{h}  " for h in header]
     if header:
@@ -118,15 +119,21 @@ def table_markdown(
         lines += ["", "No published results for this dataset: ours and chance only."]
     else:
         lines += ["", "Sources:", ""] + [f"- {line}" for line in _sources(published, papers)]
+    if density is not None and not density.empty:
+        lines += ["", f"## {DENSITY_TITLE}", "", "| " + " | ".join(map(str, density.columns)) + " |",
+                  "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(density.columns))) + "|"]
+        lines += ["| " + " | ".join(map(str, row)) + " |" for row in density.itertuples(index=False)]
+        lines += ["", DENSITY_CAPTION]
     return "\n".join(lines) + "\n"
 
 
 def table_html(
     table: pd.DataFrame, title: str = "Comparison with published results",
     published: Sequence[PublishedResult] = (), papers: Mapping[str, str] | None = None,
-    header: Sequence[str] = (),
+    header: Sequence[str] = (), density: pd.DataFrame | None = None,
 ) -> str:
-    """The table as a standalone HTML page (escaped), with the sources below it."""
+    """The table as a standalone HTML page (escaped), with the sources (and the label-density
+    table) below it."""
     esc = html.escape
     head = "".join(f"<th>{esc(str(c))}</th>" for c in table.columns)
     body = "".join(
@@ -145,6 +152,12 @@ def table_html(
         parts.append("<p>No published results for this dataset: ours and chance only.</p>")
     else:
         parts.append("<h2>Sources</h2><ul>" + "".join(f"<li>{esc(s)}</li>" for s in _sources(published, papers)) + "</ul>")
+    if density is not None and not density.empty:
+        head = "".join(f"<th>{esc(str(c))}</th>" for c in density.columns)
+        body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in row) + "</tr>"
+                       for row in density.itertuples(index=False))
+        parts += [f"<h2>{esc(DENSITY_TITLE)}</h2>", f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+                  f"<p>{esc(DENSITY_CAPTION)}</p>"]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -158,7 +171,7 @@ def chance_at_k(targets: np.ndarray, columns: np.ndarray, ks: Sequence[int], pro
     """
     t = np.asarray(targets)[:, columns] == 1
     positives = t.sum(axis=1)
-    if protocol == "sdl":
+    if protocol in ("sdl", "open_images"):  # both drop the images without a positive
         positives = positives[positives > 0]
     c = len(columns)
     out: dict[str, float] = {}
@@ -173,11 +186,62 @@ def chance_at_k(targets: np.ndarray, columns: np.ndarray, ks: Sequence[int], pro
     return out
 
 
-def chance_levels(targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str) -> dict[str, dict[str, float]]:
-    """Expected P/R/F1@K of a random ranking per setting (the chance mAPs are in eval.json)."""
+def chance_levels(
+    targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str,
+    image_sets: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Expected P/R/F1@K of a random ranking per setting, over the setting's own test images
+    where it has them (the chance mAPs are in eval.json)."""
     unseen = np.arange(len(tags.seen), len(tags.all_tags))
     columns = {"zsl": unseen, "gzsl": np.arange(len(tags.all_tags))}
-    return {s: chance_at_k(targets, c, ks, protocol) for s, c in columns.items()}
+    out = {}
+    for setting, cols in columns.items():
+        rows = np.asarray(image_sets[setting], dtype=bool) if image_sets and setting in image_sets else slice(None)
+        out[setting] = chance_at_k(np.asarray(targets)[rows], cols, ks, protocol)
+    return out
+
+
+def published_label_density(published: Sequence[PublishedResult]) -> dict[str, dict[str, tuple[float, str]]]:
+    """Positives per evaluated test image implied by each published P@K and R@K, per result
+    key and setting: K * P / R (P = hits / (K * images), R = hits / positives, so
+    positives / images = K * P / R), at the smallest K the result reports both for; with the
+    arithmetic as a string (e.g. SDL NUS-WIDE ZSL: 3 * 24.2 / 41.3 = 1.76)."""
+    out: dict[str, dict[str, tuple[float, str]]] = {}
+    for ref in published:
+        for setting in SETTINGS:
+            values = ref.metrics.get(setting, {})
+            ks = sorted(Measure.parse(m).k or 0 for m in values if m.startswith("precision@"))
+            for k in ks:
+                p, r = values.get(f"precision@{k}"), values.get(f"recall@{k}")
+                if p is not None and r:
+                    out.setdefault(ref.key, {})[setting] = (k * p / r, f"{k}·{p:g}/{r:g}")
+                    break
+    return out
+
+
+DENSITY_TITLE = "Label density: positives per evaluated test image"
+DENSITY_CAPTION = (
+    "Ours: eval.json's labels_per_image. Published: K·P/R from each paper's P@K and R@K "
+    "(P = hits/(K·images), R = hits/positives), at its smallest K. Another density means another "
+    "test image set or other labels, whatever the model."
+)
+
+
+def label_density_table(results: Mapping[str, Any], published: Sequence[PublishedResult]) -> pd.DataFrame:
+    """Our label density (eval.json's ``labels_per_image``) beside the published ones that
+    :func:`published_label_density` implies, one row per setting, as text cells."""
+    ours = results.get("labels_per_image") or {}
+    implied = published_label_density(published)
+    keys = [r.key for r in published if r.key in implied]
+    rows = []
+    for setting in SETTINGS:
+        value = ours.get(setting)
+        row = {"setting": setting.upper(), "ours": f"{value:.2f}" if isinstance(value, int | float) else "–"}
+        for key in keys:
+            density = implied[key].get(setting)
+            row[key] = f"{density[0]:.2f} ({density[1]})" if density else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["setting", "ours", *keys])
 
 
 @dataclass(frozen=True)
@@ -214,10 +278,11 @@ def compare_with_published(
         header.append(f"MLflow run: {run_id}.")
     papers = references.papers if references else None
     title = f"{dataset}: ours vs published"
+    density = label_density_table(results, published) if "labels_per_image" in results else None
     comparison = Comparison(
         metrics=comparison_metrics(results, published),
-        markdown=table_markdown(table, title, published, papers, header),
-        html=table_html(table, title, published, papers, header),
+        markdown=table_markdown(table, title, published, papers, header, density),
+        html=table_html(table, title, published, papers, header, density),
         references_version=references.version if references else "none",
         compared=[r.key for r in published],
     )

@@ -1,8 +1,12 @@
-"""Evaluation reports built on :mod:`sdl.eval.metrics`: the metrics dict and per-tag / per-K tables."""
+"""Evaluation reports built on :mod:`sdl.eval.metrics`: the metrics dict and per-tag / per-K tables.
+
+``image_sets`` (optional, as in :func:`sdl.eval.metrics.evaluate`) gives a setting its own
+test images: ``{"zsl": mask, "gzsl": mask}`` boolean masks over the rows of ``scores``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,42 +19,62 @@ from sdl.eval.metrics import (
     precision_recall_f1_at_k,
 )
 
+ImageSets = Mapping[str, np.ndarray] | None
 
-def _settings(scores: np.ndarray, targets: np.ndarray, tags: TagSplit) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+
+def setting_rows(image_sets: ImageSets, setting: str, n_images: int) -> np.ndarray | slice:
+    """The rows of ``setting``'s test images (every row when it has no set of its own)."""
+    if not image_sets or setting not in image_sets:
+        return slice(0, n_images)
+    return np.flatnonzero(np.asarray(image_sets[setting], dtype=bool))
+
+
+def _settings(
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, image_sets: ImageSets = None
+) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
     unseen = slice(len(tags.seen), len(tags.all_tags))
+    zsl, gzsl = (setting_rows(image_sets, s, len(scores)) for s in ("zsl", "gzsl"))
     return {
-        "zsl": (scores[:, unseen], targets[:, unseen], tags.unseen),
-        "gzsl": (scores, targets, tags.all_tags),
+        "zsl": (scores[zsl][:, unseen], targets[zsl][:, unseen], tags.unseen),
+        "gzsl": (scores[gzsl], targets[gzsl], tags.all_tags),
     }
 
 
-def summarise(scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str) -> dict[str, Any]:
+def summarise(
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str,
+    image_sets: ImageSets = None,
+) -> dict[str, Any]:
     """ZSL and GZSL metrics, chance levels and counts (columns: seen tags first, then unseen)."""
     seen = np.arange(len(tags.seen))
     unseen = np.arange(len(tags.seen), len(tags.all_tags))
-    results = evaluate(scores, targets, seen, unseen, list(ks), protocol=protocol)
+    results = evaluate(scores, targets, seen, unseen, list(ks), protocol=protocol,  # type: ignore[arg-type]
+                       image_sets=dict(image_sets) if image_sets else None)
     results["tags"] = {"seen": len(tags.seen), "unseen": len(tags.unseen)}
     results["ks"] = list(ks)
     return results
 
 
 def evaluation_tables(
-    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, protocol: str, max_k: int = 20
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, protocol: str, max_k: int = 20,
+    image_sets: ImageSets = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-tag AP (tag, setting, unseen, ap) and the P/R/F1@K curve (setting, k, ...) for K = 1..max_k."""
+    """Per-tag AP (tag, setting, unseen, ap) and the P/R/F1@K curve (setting, k, ...) for K = 1..max_k.
+    (Under "open_images" a GZSL tag with no verified label shows AP 0 here and is left out of
+    the GZSL mAP.)"""
     unseen = set(tags.unseen)
     per_tag, curve = [], []
-    for setting, (s, t, names) in _settings(scores, targets, tags).items():
-        ap = average_precision_per_tag(s, t, protocol=protocol)
+    for setting, (s, t, names) in _settings(scores, targets, tags, image_sets).items():
+        ap = average_precision_per_tag(s, t, protocol=protocol)  # type: ignore[arg-type]
         per_tag += [{"setting": setting, "tag": n, "unseen": n in unseen, "ap": float(a)} for n, a in zip(names, ap, strict=True)]
         for k in range(1, min(max_k, len(names)) + 1):
-            p, r, f1 = precision_recall_f1_at_k(s, t, k, protocol=protocol)
+            p, r, f1 = precision_recall_f1_at_k(s, t, k, protocol=protocol)  # type: ignore[arg-type]
             curve.append({"setting": setting, "k": k, "precision": p, "recall": r, "f1": f1})
     return pd.DataFrame(per_tag), pd.DataFrame(curve)
 
 
 def with_extra_tags(
-    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str
+    scores: np.ndarray, targets: np.ndarray, tags: TagSplit, ks: Sequence[int], protocol: str,
+    image_sets: ImageSets = None,
 ) -> dict[str, Any]:
     """P/R/F1@K when the vocabulary's extra tags (columns after the dataset's, no labelled
     image) compete in every image's top K: how much the grown vocabulary distracts the tagger.
@@ -65,9 +89,11 @@ def with_extra_tags(
     result: dict[str, Any] = {"tags": int(scores.shape[1]), "extra_tags": int(num_extra)}
     for setting, cols in columns.items():
         result[setting] = {}
+        rows = setting_rows(image_sets, setting, len(scores))
         for k in ks:
             if k > len(cols):
                 continue
-            p, r, f1 = precision_recall_f1_at_k(scores[:, cols], padded[:, cols], k, protocol=protocol)
+            p, r, f1 = precision_recall_f1_at_k(scores[rows][:, cols], padded[rows][:, cols], k, protocol=protocol)  # type: ignore[arg-type]
             result[setting].update({f"precision@{k}": p, f"recall@{k}": r, f"f1@{k}": f1})
     return result
+

@@ -26,7 +26,7 @@ def evaluate_tracked(
     model: str | Path, references: str | Path, metrics: str | Path, plots: str | Path, progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``dataset``'s model, write its metrics and plots, log them; return the results."""
-    test = read_test_set(manifest, split, vocabulary)
+    test = read_test_set(manifest, split, vocabulary, params.evaluate.protocol)
     evaluation = evaluate_model(model, test, params.evaluate, progress=progress)
     plots = Path(plots)
     atomic_write_text(plots / TABLE_FILES[0], evaluation.per_tag.to_csv(index=False))
@@ -38,9 +38,11 @@ def evaluate_tracked(
     comparison = compare_with_published(dataset, results, evaluation.chance, references, run_id)
     log_comparison(run_id, comparison, plots)
     log.info(
-        "%s test (%d images): ZSL mAP %.2f (chance %.2f), GZSL mAP %.2f (chance %.2f); %d extra tags",
-        dataset, len(test.paths), results["zsl"]["map"], results["chance"]["zsl_map"],
-        results["gzsl"]["map"], results["chance"]["gzsl_map"], results["vocabulary"]["extra_tags"],
+        "%s test (%d images; protocol %s, evaluated ZSL %d / GZSL %d): ZSL mAP %.2f (chance %.2f), GZSL mAP %.2f "
+        "(chance %.2f); labels per image ZSL %.2f, GZSL %.2f; %d extra tags",
+        dataset, len(test.paths), results["protocol"], results["images"]["zsl"], results["images"]["gzsl"],
+        results["zsl"]["map"], results["chance"]["zsl_map"], results["gzsl"]["map"], results["chance"]["gzsl_map"],
+        results["labels_per_image"]["zsl"], results["labels_per_image"]["gzsl"], results["vocabulary"]["extra_tags"],
     )
     return results
 

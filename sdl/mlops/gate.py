@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GateData:
     """The test set the gate scores both models on: images, targets over the vocabulary
-    (``tags.all_tags`` order: seen, then unseen) and the vocabulary's vectors."""
+    (``tags.all_tags`` order: seen, then unseen), the vocabulary's vectors, and each
+    setting's own test images where it has some (``image_sets``, as in eval.json)."""
 
     paths: list[Path]
     targets: np.ndarray
@@ -47,6 +48,7 @@ class GateData:
     batch_size: int = 256
     num_workers: int = 0
     device: str = "auto"
+    image_sets: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def evaluate_registered(name: str, version: int, data: GateData) -> dict[str, An
         model, dataset, data.vectors, batch_size=data.batch_size, num_workers=data.num_workers,
         device=data.device, description=f"gate: version {version}",
     )
-    return summarise(scores, data.targets, data.tags, data.ks, data.protocol)
+    return summarise(scores, data.targets, data.tags, data.ks, data.protocol, data.image_sets)
 
 
 @dataclass(frozen=True)

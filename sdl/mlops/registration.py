@@ -36,7 +36,7 @@ def register_and_gate(
         log.info("%s: run %s is already %s version %d (%s): nothing to register",
                  dataset, run_id, name, existing.version, existing.aliases or "no alias")
         return record
-    test = read_test_set(manifest, split, vocabulary)
+    test = read_test_set(manifest, split, vocabulary, params.evaluate.protocol)
     if existing is None:
         version = _register(params, model, run_id, test, read_json(metrics))
     else:  # registered by an earlier run whose gate did not finish (store down, lock busy)
@@ -47,7 +47,7 @@ def register_and_gate(
     data = gate.GateData(
         paths=test.paths, targets=test.targets, tags=test.tags, vectors=test.dataset_vectors, ks=list(evaluate.ks),
         protocol=evaluate.protocol, batch_size=evaluate.batch_size, num_workers=evaluate.num_workers,
-        device=evaluate.device,
+        device=evaluate.device, image_sets=test.image_sets,
     )
     decision = gate.run_gate(name, version, data, params.register.primary_metric, params.register.min_margin,
                              wait_seconds=params.register.lock_wait_seconds)

@@ -52,7 +52,7 @@ def train_tracked(
     """Train ``dataset``'s model and write its outputs; return the final metrics. Under torchrun
     a rank other than 0 trains its shard only (rank 0 logs and writes)."""
     config = params.train
-    inputs = read_training_inputs(manifest, split, wordvecs)
+    inputs = read_training_inputs(manifest, split, wordvecs, params.evaluate.protocol)
     if not distributed.env_context().is_main:
         train(config, inputs.data, state, progress=False)
         return {}

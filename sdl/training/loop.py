@@ -411,7 +411,10 @@ def _validate(trainer: Trainer, progress: bool) -> dict[str, Any]:
         trainer.model, trainer.val_set, data.all_vectors, batch_size=config.eval_batch_size,
         num_workers=config.num_workers, device=trainer.device, progress=progress, description="validation",
     )
-    return evaluate(scores, data.val_targets, data.seen_index, data.unseen_index, [k or 3])
+    # the best epoch under the dataset's evaluation protocol (evaluate.<d>.protocol)
+    k = k or min(3, len(data.unseen_index))  # an mAP metric: the top 3 beside it (fewer unseen tags: fewer)
+    return evaluate(scores, data.val_targets, data.seen_index, data.unseen_index, [k],
+                    protocol=data.val_protocol)  # type: ignore[arg-type]
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, description: str):  # type: ignore[no-untyped-def]

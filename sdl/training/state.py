@@ -27,14 +27,24 @@ class TrainData:
     all_vectors: np.ndarray  # (C, d), seen tags first
     seen_index: np.ndarray  # columns of the seen tags in all_vectors
     unseen_index: np.ndarray
+    # the evaluation protocol the best epoch is chosen under (``evaluate.<d>.protocol``,
+    # sdl.eval.metrics); val_targets are 1/-1/0 where the manifest has verified negatives
+    val_protocol: str = "sdl"
 
     def fingerprint(self) -> str:
-        """A hash of the training inputs, so a checkpoint never resumes onto other data."""
+        """A hash of the training inputs, so a checkpoint never resumes onto other data.
+
+        A validation protocol other than the default is part of it: the best epoch of a resumed
+        run must be chosen under one protocol throughout. The default adds nothing, so the
+        checkpoints of runs under it keep their fingerprint.
+        """
         digest = hashlib.sha256()
         for path in self.train_paths:
             digest.update(str(path).encode())
         for array in (self.train_targets, self.seen_vectors):
             digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        if self.val_protocol != "sdl":
+            digest.update(f"val_protocol={self.val_protocol}".encode())
         return digest.hexdigest()
 
 

@@ -192,3 +192,20 @@ def test_load_yaml_errors(tmp_path):
     (tmp_path / "code.yaml").write_text("x: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ParamsError):
         load_yaml(tmp_path / "code.yaml")  # a safe loader: no Python objects
+
+
+def test_image_cache_must_hold_the_training_size(real):
+    # the cache never upscales: a 256 px cache cannot feed the released COCO run's 608 px
+    params = _variant(real, "train.coco.image_size", 608)
+    with pytest.raises(ParamsError, match=r"download\.coco\.cache_short_side: 256 px is smaller than train\.coco\.image_size 608"):
+        dataset_params(params, "coco")
+    assert dataset_params(_variant(params, "download.coco.cache_short_side", 608), "coco").train.image_size == 608
+    assert dataset_params(_variant(params, "download.coco.cache_short_side", 0), "coco").download.cache_short_side == 0
+
+
+def test_evaluation_protocols(real):
+    assert dataset_params(real, "open_images").evaluate.protocol == "open_images"  # LESA / BiAM
+    assert {dataset_params(real, d).evaluate.protocol for d in ("embedded", "nus_wide", "coco")} == {"sdl"}
+    assert dataset_params(_variant(real, "evaluate.nus_wide.protocol", "all"), "nus_wide").evaluate.protocol == "all"
+    with pytest.raises(ParamsError, match=r"evaluate\.nus_wide\.protocol"):
+        dataset_params(_variant(real, "evaluate.nus_wide.protocol", "lesa"), "nus_wide")

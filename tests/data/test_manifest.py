@@ -11,10 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from sdl.data.manifest import (
+    has_negatives,
     multi_hot,
     read_manifest,
     resolve_paths,
+    signed_targets,
+    subset_frame,
     subset_rows,
+    targets_of,
     write_manifest,
 )
 
@@ -119,3 +123,48 @@ def test_subset_rows(tmp_path):
     paths, tags = subset_rows(tmp_path / "m.parquet", manifest, split, "test")
     assert paths == [Path("/data/b.jpg")] and tags == [[]]
     assert subset_rows(tmp_path / "m.parquet", manifest, split, "val") == ([], [])
+
+
+def test_optional_columns_round_trip_and_old_manifests(tmp_path):
+    # an old manifest (no negatives, no test_settings) reads as before, without the columns
+    write_manifest(tmp_path / "old.parquet", _frame())
+    assert list(pq.read_schema(tmp_path / "old.parquet").names) == ["image_id", "path", "tags", "official_split"]
+    old = read_manifest(tmp_path / "old.parquet")
+    assert not has_negatives(old) and "test_settings" not in old
+
+    frame = _frame(negatives=[["zebra"], ["cat"], []], test_settings=[None, ("zsl", "gzsl"), ["gzsl"]])
+    write_manifest(tmp_path / "m.parquet", frame)
+    schema = pq.read_schema(tmp_path / "m.parquet")
+    assert schema.field("negatives").type == pa.list_(pa.string())
+    back = read_manifest(tmp_path / "m.parquet")
+    assert has_negatives(back)
+    assert back["negatives"].tolist() == [["zebra"], ["cat"], []]
+    assert back["test_settings"].tolist() == [None, ["gzsl", "zsl"], ["gzsl"]]  # sorted, null kept
+    with pytest.raises(ValueError, match="test_settings"):
+        write_manifest(tmp_path / "bad.parquet", _frame(test_settings=[["zsl"], ["gzsl"], ["fsl"]]))
+    with pytest.raises(ValueError, match="test_settings"):
+        write_manifest(tmp_path / "bad.parquet", _frame(test_settings=[["zsl"], [], None]))
+
+
+def test_signed_targets_hand_built():
+    vocabulary = ["cat", "dog", "zebra", "cow"]
+    tags = [["dog"], [], ["zebra", "unicorn"], ["cow"]]
+    negatives = [["cat", "cow"], ["dog"], [], ["cow", "unicorn"]]  # row 3: positive and negative
+    expected = np.array([[-1, 1, 0, -1], [0, -1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.int8)
+    out = signed_targets(tags, negatives, vocabulary)
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="negative lists"):
+        signed_targets(tags, negatives[:2], vocabulary)
+    rows = pd.DataFrame({"tags": tags, "negatives": negatives})
+    np.testing.assert_array_equal(targets_of(rows, vocabulary), expected)
+    np.testing.assert_array_equal(targets_of(rows.drop(columns="negatives"), vocabulary), multi_hot(tags, vocabulary))
+
+
+def test_subset_frame_carries_the_split_columns():
+    manifest = _frame(negatives=[[], ["cat"], []])
+    split = pd.DataFrame({"image_id": ["c", "b", "a"], "subset": ["test", "test", "train"],
+                          "zsl": [True, False, True], "gzsl": [True, True, True]})
+    rows = subset_frame(manifest, split, "test")
+    assert rows["image_id"].tolist() == ["c", "b"] and rows["zsl"].tolist() == [True, False]
+    assert rows["negatives"].tolist() == [[], ["cat"]]

@@ -138,16 +138,39 @@ def test_train_seen_only_drops_training_images_with_unseen_tags():
     assert any({"cat", "zebra"} & set(tags_of[i]) for i in evaluated)  # unseen stay in val/test
 
 
-def test_images_without_vocabulary_tags_are_dropped():
-    manifest = _manifest(60)
-    manifest.loc[3, "tags"] = []
-    manifest.at[7, "tags"] = ["unicorn"]
-    manifest.at[9, "tags"] = ["unicorn", "cat"]
-    result = split_images(manifest, TAGS, ImageSplitSpec(seed=0))
-    ids = set(result["image_id"])
-    assert "img0003" not in ids and "img0007" not in ids
-    assert "img0009" in ids
-    assert len(result) == 58
+def test_untagged_images_leave_train_and_val_but_stay_in_test():
+    manifest = _manifest(60, official=True)  # every 4th image is an official test image
+    for row, tags in ((3, []), (7, ["unicorn"]), (9, ["unicorn", "cat"]), (4, []), (8, ["unicorn"])):
+        manifest.at[row, "tags"] = tags
+    result = split_images(manifest, TAGS, ImageSplitSpec(val_fraction=0.2, seed=0))
+    subset = dict(zip(result["image_id"], result["subset"], strict=True))
+    assert "img0003" not in subset and "img0007" not in subset  # train images with nothing to learn
+    assert subset["img0009"] in ("train", "val")
+    # official test images stay whatever their tags: protocol "all" evaluates them (LESA, BiAM)
+    assert subset["img0004"] == "test" and subset["img0008"] == "test"
+    assert len(result) == 58 and (result["subset"] == "test").sum() == 15
+    assert not {"zsl", "gzsl"} & set(result.columns)  # no per-setting test sets in this manifest
+
+
+def test_test_settings_give_each_setting_its_own_test_images(tmp_path):
+    manifest = _manifest(40, official=True)
+    settings = {0: ["gzsl"], 4: ["zsl"], 8: ["gzsl", "zsl"], 12: None}  # rows 0, 4, ... are test images
+    manifest["test_settings"] = [settings.get(i, ["gzsl", "zsl"]) if i % 4 == 0 else None for i in range(40)]
+    result = split_images(manifest, TAGS, ImageSplitSpec(val_fraction=0.1, seed=0))
+    test = result[result["subset"] == "test"].set_index("image_id")
+    assert test.loc["img0000", ["zsl", "gzsl"]].tolist() == [False, True]
+    assert test.loc["img0004", ["zsl", "gzsl"]].tolist() == [True, False]
+    assert test.loc["img0008", ["zsl", "gzsl"]].tolist() == [True, True]
+    assert test.loc["img0012", ["zsl", "gzsl"]].tolist() == [True, True]  # null: every setting
+    assert result.loc[result["subset"] != "test", ["zsl", "gzsl"]].all().all()
+    write_split(tmp_path, TAGS, result)
+    _, back = read_split(tmp_path)
+    pd.testing.assert_frame_equal(back, result)
+    counts = json.loads((tmp_path / TAGS_FILE).read_text())["images"]
+    assert counts["test_zsl"] == 9 and counts["test_gzsl"] == 9 and counts["test"] == 10
+    manifest["test_settings"] = [["gzsl"] if i % 4 == 0 else None for i in range(40)]
+    with pytest.raises(ValueError, match="ZSL test set is empty"):
+        split_images(manifest, TAGS, ImageSplitSpec(val_fraction=0.1, seed=0))
 
 
 def test_empty_subset_is_an_error():

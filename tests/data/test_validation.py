@@ -132,3 +132,24 @@ def test_decode_sample_is_seeded(dataset):
     assert set(first["images"]["path"]) <= {str((dataset / p).resolve()) for p in manifest["path"]}
     every = build_frames(manifest, dataset / "manifest.parquet", tags, ValidateParams(decode_sample=0))
     assert len(every["images"]) == NUM_IMAGES
+
+
+def test_verified_negatives_are_checked_where_the_manifest_has_them(dataset):
+    manifest = read_manifest(dataset / "manifest.parquet")
+    classes = list(ANIMAL_MNIST_CLASSES)
+    bounds = ValidateParams(min_tags_per_image=1, max_tags_per_image=4, min_images_per_tag=1, max_tag_prevalence=1.0,
+                            decode_sample=2)
+    manifest["negatives"] = [[c for c in classes if c not in tags][:1] for tags in manifest["tags"]]
+    clean = validate_dataset(manifest, dataset / "manifest.parquet", _tag_table(classes), bounds)
+    assert clean.success, clean.to_markdown("negatives")
+    assert "negatives" in {r["suite"] for r in clean.rows}
+    assert clean.summary["negatives"] == sum(len(n) for n in manifest["negatives"])
+
+    manifest.at[0, "negatives"] = [manifest.at[0, "tags"][0]]  # a tag both positive and verified absent
+    manifest.at[1, "negatives"] = ["unicorn"]  # not in the vocabulary
+    faulty = validate_dataset(manifest, dataset / "manifest.parquet", _tag_table(classes), bounds)
+    assert not faulty.success
+    contradiction = _row(faulty, "negatives", "expect_column_values_to_be_in_set", "also_positive")
+    assert not contradiction["success"] and contradiction["unexpected_count"] == 1
+    unknown = _row(faulty, "negatives", "expect_column_values_to_be_in_set", "tag")
+    assert not unknown["success"] and "unicorn" in unknown["examples"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from sdl.eval import metrics
+from sdl.eval import ranking
 from sdl.eval.metrics import (
     average_precision_per_tag,
     chance_map,
@@ -186,8 +186,8 @@ def test_ties_follow_stable_descending_order(protocol: str, dtype: type) -> None
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_small_blocks_match_loop(protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Force many column/row blocks and transpose chunks, with gathered rows and columns.
-    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 97)
-    monkeypatch.setattr(metrics, "_TRANSPOSE_ROWS", 7)
+    monkeypatch.setattr(ranking, "BLOCK_ELEMENTS", 97)
+    monkeypatch.setattr(ranking, "TRANSPOSE_ROWS", 7)
     scores, targets = random_case(120, 15, rate=0.1, empty_images=20, seed=4)
     unseen = np.array([13, 2, 7, 9])
     seen = np.setdiff1d(np.arange(15), unseen)
@@ -343,3 +343,150 @@ def test_accepts_torch_tensors() -> None:
     assert prf == pytest.approx(precision_recall_f1_at_k(scores, targets, 2))
     bf16 = torch.from_numpy(scores).to(torch.bfloat16)  # no numpy dtype: converted to float32
     assert np.isfinite(mean_average_precision(bf16, torch.from_numpy(targets)))
+
+
+# --------------------------------------------------------------------------- Open Images protocol
+# Targets 1 (verified positive), -1 (verified negative), 0 (not verified): LESA / BiAM.
+
+
+def ref_open_images_ap(
+    scores: np.ndarray, targets: np.ndarray, drop_unverified: bool
+) -> tuple[list[float], np.ndarray]:
+    """Independent: keep the images with a positive; per tag, sklearn's AP on the rows verified
+    for that tag only (0 without a positive); tags without a verified row left out if asked."""
+    keep = (targets == 1).any(axis=1)
+    s, t = scores[keep], targets[keep]
+    aps, scored = [], []
+    for c in range(s.shape[1]):
+        verified = t[:, c] != 0
+        if drop_unverified and not verified.any():
+            continue
+        y = t[verified, c] == 1
+        aps.append(100 * average_precision_score(y, s[verified, c]) if y.any() else 0.0)
+        scored.append(c)
+    return aps, np.array(scored)
+
+
+def open_images_case(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tie-free scores; sparse verified labels (as in Open Images), some tags never verified,
+    some images without a positive."""
+    rng = np.random.default_rng(seed)
+    scores = rng.permutation(n * c).reshape(n, c).astype(np.float64) / (n * c)
+    draw = rng.random((n, c))
+    targets = np.where(draw < 0.08, 1, np.where(draw < 0.2, -1, 0)).astype(np.int8)
+    targets[:, :3] = 0  # three tags nobody verified
+    targets[-7:] = np.where(targets[-7:] == 1, -1, targets[-7:])  # images with negatives only
+    return scores, targets
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_open_images_ap_matches_a_masked_per_tag_loop(drop: bool) -> None:
+    scores, targets = open_images_case(400, 30, seed=21)
+    aps, scored = ref_open_images_ap(scores, targets, drop)
+    assert (len(scored) == 27) if drop else (len(scored) == 30)
+    got = mean_average_precision(scores, targets, "open_images", drop_unverified_tags=drop)
+    assert got == pytest.approx(np.mean(aps))
+    per_tag = average_precision_per_tag(scores, targets, "open_images")
+    np.testing.assert_allclose(per_tag[scored], aps, atol=1e-9)
+    # the default drops the unverified tags (BiAM's GZSL)
+    assert mean_average_precision(scores, targets, "open_images") == pytest.approx(np.mean(ref_open_images_ap(scores, targets, True)[0]))
+    # -1 and 0 differ here, unlike under "sdl"
+    assert got != pytest.approx(mean_average_precision(scores, targets, "sdl"))
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_open_images_prf_counts_only_positives_over_kept_images(k: int) -> None:
+    scores, targets = open_images_case(300, 25, seed=22)
+    assert precision_recall_f1_at_k(scores, targets, k, "open_images") == pytest.approx(ref_prf(scores, targets, k, "sdl"))
+
+
+def test_open_images_small_blocks_match_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ranking, "BLOCK_ELEMENTS", 53)
+    monkeypatch.setattr(ranking, "TRANSPOSE_ROWS", 5)
+    scores, targets = open_images_case(150, 20, seed=23)
+    aps, _ = ref_open_images_ap(scores, targets, True)
+    assert mean_average_precision(scores, targets, "open_images") == pytest.approx(np.mean(aps))
+
+
+def test_open_images_hand_worked() -> None:
+    scores = np.array([[0.5, 0.2, 0.45, 0.3],
+                       [0.8, 0.7, 0.1, 0.2],
+                       [0.9, 0.6, 0.4, 0.1],
+                       [0.1, 0.05, 0.9, 0.8]])
+    targets = np.array([[1, -1, 0, 0],
+                        [-1, 1, 0, 0],
+                        [0, 1, -1, 0],
+                        [0, 0, -1, -1]], dtype=np.int8)  # image 3: no positive, dropped
+    # tag 0 over its verified images 1 (-1, 0.8) and 0 (+, 0.5): the positive at rank 2, AP 1/2
+    # (under "sdl" the unverified image 2 (0.9) ranks above it too: AP 1/3); tag 1: images 1, 2
+    # positive above image 0: AP 1; tag 2: only a verified negative, AP 0; tag 3: verified only
+    # on the dropped image: left out of the GZSL mean, 0 in the ZSL one.
+    np.testing.assert_allclose(average_precision_per_tag(scores, targets, "open_images"), [50, 100, 0, 0])
+    assert average_precision_per_tag(scores, targets, "sdl")[0] == pytest.approx(100 / 3)
+    assert mean_average_precision(scores, targets, "open_images") == pytest.approx(50.0)
+    assert mean_average_precision(scores, targets, "open_images", drop_unverified_tags=False) == pytest.approx(37.5)
+    assert chance_map(targets, "open_images") == pytest.approx(100 * (1 / 2 + 2 / 3 + 0) / 3)
+    # top 1 of the 3 kept images: tag 0 each time, a positive for image 0 only; 3 positives
+    assert precision_recall_f1_at_k(scores, targets, 1, "open_images") == pytest.approx((100 / 3,) * 3)
+
+    out = evaluate(scores, targets, seen=[0, 2], unseen=[1, 3], ks=[1], protocol="open_images")
+    assert out["protocol"] == "open_images"
+    # ZSL (tags 1, 3): images 1 and 2; tag 1 AP 1, tag 3 unverified there but kept (BiAM ZSL): 0
+    assert out["zsl"]["map"] == pytest.approx(50.0) and out["evaluated_tags"]["zsl"] == 2
+    assert (out["zsl"]["precision@1"], out["zsl"]["recall@1"]) == pytest.approx((100.0, 100.0))
+    assert out["chance"]["zsl_map"] == pytest.approx(50.0)
+    assert out["gzsl"]["map"] == pytest.approx(50.0) and out["evaluated_tags"]["gzsl"] == 3
+    assert out["images"] == {"zsl": 2, "gzsl": 3}
+    assert out["labels_per_image"] == {"zsl": pytest.approx(1.0), "gzsl": pytest.approx(1.0)}
+
+
+def test_evaluate_open_images_matches_the_loop_per_setting() -> None:
+    scores, targets = open_images_case(300, 24, seed=24)
+    unseen = np.array([0, 5, 9, 11, 17, 20])  # one never-verified tag among them
+    seen = np.setdiff1d(np.arange(24), unseen)
+    out = evaluate(scores, targets, seen, unseen, ks=[1, 5], protocol="open_images")
+    zsl_aps, zsl_tags = ref_open_images_ap(scores[:, unseen], targets[:, unseen], drop_unverified=False)
+    gzsl_aps, gzsl_tags = ref_open_images_ap(scores, targets, drop_unverified=True)
+    assert out["zsl"]["map"] == pytest.approx(np.mean(zsl_aps)) and out["evaluated_tags"]["zsl"] == len(zsl_tags) == 6
+    assert out["gzsl"]["map"] == pytest.approx(np.mean(gzsl_aps)) and out["evaluated_tags"]["gzsl"] == len(gzsl_tags) == 21
+    for k in (1, 5):
+        got = tuple(out["zsl"][f"{m}@{k}"] for m in ("precision", "recall", "f1"))
+        assert got == pytest.approx(ref_prf(scores[:, unseen], targets[:, unseen], k, "sdl"))
+
+
+# --------------------------------------------------------------------------- image sets, label density
+
+
+@pytest.mark.parametrize("protocol", ["sdl", "all", "open_images"])
+def test_each_setting_on_its_own_image_set(protocol: str) -> None:
+    scores, targets = open_images_case(200, 16, seed=25)
+    rng = np.random.default_rng(25)
+    zsl_images, gzsl_images = rng.random(200) < 0.4, rng.random(200) < 0.8
+    unseen = np.array([3, 6, 12])
+    seen = np.setdiff1d(np.arange(16), unseen)
+    out = evaluate(scores, targets, seen, unseen, ks=[1, 2], protocol=protocol,  # type: ignore[arg-type]
+                   image_sets={"zsl": zsl_images, "gzsl": np.flatnonzero(gzsl_images)})
+    alone = {setting: evaluate(scores[rows], targets[rows], seen, unseen, ks=[1, 2], protocol=protocol)  # type: ignore[arg-type]
+             for setting, rows in (("zsl", zsl_images), ("gzsl", gzsl_images))}
+    for setting in ("zsl", "gzsl"):
+        assert out[setting] == pytest.approx(alone[setting][setting])
+        assert out["images"][setting] == alone[setting]["images"][setting]
+        assert out["chance"][f"{setting}_map"] == pytest.approx(alone[setting]["chance"][f"{setting}_map"])
+    with pytest.raises(ValueError, match="unknown setting"):
+        evaluate(scores, targets, seen, unseen, ks=[1], image_sets={"fsl": zsl_images})
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(scores, targets, seen, unseen, ks=[1], image_sets={"zsl": zsl_images[:10]})
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_labels_per_image_is_positives_per_evaluated_image(protocol: str) -> None:
+    scores, targets = random_case(250, 20, rate=0.2, empty_images=30, seed=26)
+    unseen = np.arange(14, 20)
+    out = evaluate(scores, targets, np.arange(14), unseen, ks=[3, 5], protocol=protocol)
+    for setting, cols in (("zsl", unseen), ("gzsl", np.arange(20))):
+        positives = targets[:, cols] == 1
+        kept = positives.any(axis=1) if protocol == "sdl" else np.ones(250, dtype=bool)
+        assert out["labels_per_image"][setting] == pytest.approx(positives[kept].sum() / kept.sum())
+        for k in (3, 5):  # what the paper's tables imply: K * P / R
+            res = out[setting]
+            assert k * res[f"precision@{k}"] / res[f"recall@{k}"] == pytest.approx(out["labels_per_image"][setting])

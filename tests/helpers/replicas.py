@@ -267,9 +267,11 @@ class NusReplica:
     tag_list: list[str]
 
 
-def write_nus_wide_replica(root: Path, image_base_url: str, num_images: int = 30, seed: int = 0) -> NusReplica:
+def write_nus_wide_replica(root: Path, image_base_url: str, num_images: int = 30, seed: int = 0,
+                           untagged_test: bool = False) -> NusReplica:
     """NUS-WIDE lists in the official layout with all 81 concepts and 1,000 tags, ``num_images``
-    images, 3 dead URLs, 1 "null" URL and 1 image with no tag at all."""
+    images, 3 dead URLs, 1 "null" URL and 1 training image with no tag at all (and, with
+    ``untagged_test``, 1 test image with no tag)."""
     rng = random.Random(seed)
     lists, images = root / "lists", root / "flickr"
     shared = [c for c in NUS_CONCEPTS if c not in NUS_CONCEPTS_NOT_TAGS]
@@ -282,7 +284,7 @@ def write_nus_wide_replica(root: Path, image_base_url: str, num_images: int = 30
     keys = [f"{NUS_FOLDERS[i % 3]}/{i:04d}_{2124494179 + 7919 * i}.jpg" for i in range(num_images)]
     tags: dict[str, list[str]] = {}
     tag_rows, label_cols = [], {c: [] for c in NUS_CONCEPTS}
-    untagged = {keys[5]}
+    untagged = {keys[5], keys[6]} if untagged_test else {keys[5]}  # keys[6] is a test image (6 % 3 == 0)
     for number, key in enumerate(keys):
         row = [0] * len(tag_list)
         concepts: set[str] = set()
@@ -366,6 +368,7 @@ class CocoReplica:
     root: Path  # served: annotations_trainval2014.zip, train2014.zip, val2014.zip, train2014/, val2014/
     labels: dict[str, set[str]]  # file stem -> category names of its annotations
     subset: dict[str, str]  # file stem -> train2014 / val2014
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # subset -> its instances JSON
 
 
 def write_coco_replica(root: Path, image_base_url: str, num_train: int = 24, num_val: int = 16, seed: int = 1) -> CocoReplica:
@@ -385,13 +388,15 @@ def write_coco_replica(root: Path, image_base_url: str, num_train: int = 24, num
         for i in range(count):
             image_id = offset + 7 * i + 9
             file_name = f"COCO_{subset}_{image_id:012d}.jpg"
-            pattern = i % 6  # 0 seen only, 1 seen+unseen, 2 unseen only, 3 unused only, 4 none, 5 seen+unused
+            # 0 seen only, 1 seen+unseen, 2 unseen only, 3 unused only, 4 none, 5 seen+unused,
+            # 6 seen+unseen+unused: every case of the split rules
+            pattern = i % 7
             chosen: set[str] = set()
-            if pattern in (0, 1, 5):
+            if pattern in (0, 1, 5, 6):
                 chosen.add(rng.choice([s for s in seen_pick if s != "dog"]))
-            if pattern in (1, 2):
+            if pattern in (1, 2, 6):
                 chosen.add(rng.choice(unseen_pick))
-            if pattern in (3, 5):
+            if pattern in (3, 5, 6):
                 chosen.add(rng.choice(unused_pick))
             images.append({"license": 3, "file_name": file_name, "coco_url": f"{image_base_url}/{subset}/{file_name}",
                            "height": 12, "width": 12, "date_captured": "2013-11-14 16:28:13",
@@ -421,7 +426,58 @@ def write_coco_replica(root: Path, image_base_url: str, num_train: int = 24, num
         with zipfile.ZipFile(root / f"{subset}.zip", "w") as zf:
             for file in sorted((root / subset).iterdir()):
                 zf.write(file, f"{subset}/{file.name}")
-    return CocoReplica(root=root, labels=labels, subset=subset_of)
+    return CocoReplica(root=root, labels=labels, subset=subset_of, documents=documents)
+
+
+@dataclass
+class CocoSplitLists:
+    folder: Path  # zs_split/ with train_17_48.json, val_17_48.json, val_unseen.json
+    train: dict[str, set[str]]  # file stem -> the labels its list gives it
+    gzsl: dict[str, set[str]]
+    zsl: dict[str, set[str]]
+
+
+def write_coco_split_lists(replica: CocoReplica, folder: Path) -> CocoSplitLists:
+    """Stand-ins for SDL's ``zs_split/`` lists, in the COCO instances format ``train.py`` reads
+    with pycocotools (the real ones are not published with it): train_17_48 = train2014 images
+    with a seen and no unseen object (their seen annotations only); val_17_48 (GZSL) = val2014
+    images with a seen or unseen object, annotations of the 65 classes only; val_unseen (ZSL) =
+    val2014 images with an unseen object, its unseen annotations only. Two val images with a
+    seen object are left out of every list, and one listed image has no annotation (so it is
+    not listed, as for pycocotools' ``imgToAnns``)."""
+    names = {cid: name for cid, name, _ in COCO_CATEGORY_TABLE}
+    seen = {"person", "car", "bench", "pizza", "book"}
+    unseen = {"cat", "dog", "umbrella", "cup", "sink"}
+
+    def subset_list(subset: str, keep_image: Any, keep_class: set[str]) -> tuple[dict[str, Any], dict[str, set[str]]]:
+        document = replica.documents[subset]
+        stems = {im["id"]: Path(im["file_name"]).stem for im in document["images"]}
+        chosen = {i for i, stem in stems.items() if keep_image(replica.labels[stem])}
+        annotations = [a for a in document["annotations"] if a["image_id"] in chosen and names[a["category_id"]] in keep_class]
+        labels: dict[str, set[str]] = {}
+        for a in annotations:
+            labels.setdefault(stems[a["image_id"]], set()).add(names[a["category_id"]])
+        listed = [im for im in document["images"] if im["id"] in chosen]
+        listed.append({**document["images"][-1], "id": 999999999, "file_name": "COCO_val2014_000999999999.jpg"})
+        return {**document, "images": listed, "annotations": annotations}, labels
+
+    folder.mkdir(parents=True, exist_ok=True)
+    val_seen = sorted(s for s, n in replica.labels.items() if replica.subset[s] == "val2014" and n & seen and not n & unseen)
+    left_out = set(val_seen[:2])
+    lists = {
+        "train_17_48.json": subset_list("train2014", lambda n: bool(n & seen) and not n & unseen, seen),
+        "val_17_48.json": subset_list("val2014", lambda n: bool(n & (seen | unseen)), seen | unseen),
+        "val_unseen.json": subset_list("val2014", lambda n: bool(n & unseen), unseen),
+    }
+    document, labels = lists["val_17_48.json"]
+    stems = {im["id"]: Path(im["file_name"]).stem for im in document["images"]}
+    document["images"] = [im for im in document["images"] if stems[im["id"]] not in left_out]
+    document["annotations"] = [a for a in document["annotations"] if stems[a["image_id"]] not in left_out]
+    lists["val_17_48.json"] = (document, {s: n for s, n in labels.items() if s not in left_out})
+    for name, (document, _) in lists.items():
+        (folder / name).write_text(json.dumps(document), encoding="utf-8")
+    return CocoSplitLists(folder=folder, train=lists["train_17_48.json"][1], gzsl=lists["val_17_48.json"][1],
+                          zsl=lists["val_unseen.json"][1])
 
 
 # --------------------------------------------------------------------------- Open Images

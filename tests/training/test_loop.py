@@ -338,3 +338,73 @@ def test_too_few_images(data, tmp_path):
     tiny = dataclasses.replace(data, train_paths=data.train_paths[:1], train_targets=data.train_targets[:1])
     with pytest.raises(ValueError, match="at least 2"):
         train(_config(), tiny, tmp_path, progress=False)
+
+
+# --------------------------------------------------------------------------- evaluation protocol
+
+
+def _signed(data: TrainData) -> TrainData:
+    """The validation targets with verified negatives: some 0s become -1 (Open Images labels)."""
+    rng = np.random.default_rng(3)
+    signed = data.val_targets.astype(np.int8)
+    signed[(signed == 0) & (rng.random(signed.shape) < 0.5)] = -1
+    return dataclasses.replace(data, val_targets=signed, val_protocol="open_images")
+
+
+def _masked_gzsl_map(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Open Images protocol, written out: images with a positive; per tag, AP over its verified
+    images (0 without a positive); tags without a verified image left out."""
+    keep = (targets == 1).any(axis=1)
+    s, t = scores[keep], targets[keep]
+    aps = []
+    for c in range(t.shape[1]):
+        verified = t[:, c] != 0
+        if verified.any():
+            y = t[verified, c] == 1
+            aps.append(100 * average_precision_score(y, s[verified, c]) if y.any() else 0.0)
+    return float(np.mean(aps))
+
+
+def test_the_best_epoch_is_chosen_under_the_evaluation_protocol(data, tmp_path):
+    signed = _signed(data)
+    config = _config(epochs=2, best_metric="gzsl.map", checkpoint_every_steps=0)
+    result = train(config, signed, tmp_path, progress=False)
+    values = [h["val.gzsl.map"] for h in result.history]
+    assert result.best_epoch == 1 + int(np.argmax(values)) and result.best_value == max(values)
+    final = create_model(BACKBONE, 2, WORDVEC_DIM, False, image_size=32)
+    final.load_state_dict(_final_state(tmp_path)["model"])
+    dataset = TaggedImageDataset(signed.val_paths, None, 32, final.config.mean, final.config.std)
+    scores = compute_scores(final, dataset, signed.all_vectors, batch_size=16, device="cpu")
+    expected = _masked_gzsl_map(scores, signed.val_targets)
+    assert values[-1] == pytest.approx(expected, abs=1e-3)  # the last epoch's validation, independently
+    ranked_all = _masked_gzsl_map(scores, np.where(signed.val_targets == 1, 1, -1))  # "sdl": every image ranked
+    assert expected != pytest.approx(ranked_all, abs=1e-3)
+
+
+def test_the_protocol_is_in_the_fingerprint_only_when_not_the_default(data, tmp_path):
+    import hashlib
+
+    # the fingerprint before the protocol existed, written out: runs under "sdl" keep resuming
+    digest = hashlib.sha256()
+    for path in data.train_paths:
+        digest.update(str(path).encode())
+    for array in (data.train_targets, data.seen_vectors):
+        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+    assert data.val_protocol == "sdl" and data.fingerprint() == digest.hexdigest()
+    assert dataclasses.replace(data, val_protocol="all").fingerprint() != data.fingerprint()
+    config = _config(epochs=1)
+    train(config, data, tmp_path, progress=False)
+    # another protocol would choose the best epoch differently: it starts over
+    assert train(config, _signed(data), tmp_path, progress=False).resumed_from is None
+
+
+def test_the_loss_treats_only_1_as_positive(data):
+    """Verified negatives (-1) reach no loss as positives: -1 and 0 give the same loss."""
+    matrices = torch.randn(4, 2, WORDVEC_DIM, requires_grad=True)
+    vectors = torch.as_tensor(data.seen_vectors)
+    zeros = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.float32)
+    signed = torch.where((zeros == 0) & (torch.arange(4) % 2 == 0), torch.tensor(-1.0), zeros)
+    assert (signed == -1).any()
+    for name, kwargs, rows in (("sdl", {"reg_lambda": 0.3}, matrices), ("fast0tag", {}, matrices[:, :1])):
+        loss = create_loss(name, **kwargs)
+        assert torch.equal(loss(rows, vectors, signed), loss(rows, vectors, zeros)), name

@@ -73,7 +73,11 @@ class NusWideOptions(KindOptions):
     image_list_dir: str = "ImageList"
     # image_dir: <folder>/<file>.jpg as in ImageList; max_images: spread evenly over the image list
     url_size: Literal["large", "middle", "small", "original"] = "middle"
-    drop_untagged: bool = True  # images with neither a seen tag nor a concept label
+    # Images with neither a seen tag nor a concept label: "train" leaves out those that are
+    # not on TestImagelist.txt and keeps the test ones, which LESA and BiAM evaluate (all
+    # 107,859 test images; evaluate.<d>.protocol "all"; "sdl" drops them when it evaluates);
+    # true leaves out every untagged image, false none.
+    drop_untagged: bool | Literal["train"] = "train"
     min_image_bytes: int = 0  # LESA drops files <= 4000 bytes: Flickr's "photo unavailable" stand-ins
     retries: int = 3
     timeout: float = 30.0
@@ -250,6 +254,13 @@ def load_lists(options: NusWideOptions, raw_dir: Path, sources: Sources) -> NusW
     return NusWideLists(seen=seen, unseen=concepts, keys=keys, splits=splits, tags=tags)
 
 
+def _drops_untagged(options: NusWideOptions, split: str | None) -> bool:
+    """Whether an untagged image of official ``split`` is left out (``drop_untagged``)."""
+    if options.drop_untagged == "train":
+        return split != "test"
+    return bool(options.drop_untagged)
+
+
 def image_validator(min_bytes: int) -> Callable[[Path], None]:
     """Reject files too small to be a photo (dead-photo stand-ins) or not decodable."""
 
@@ -266,7 +277,7 @@ def image_validator(min_bytes: int) -> Callable[[Path], None]:
 def acquire_nus_wide(options: NusWideOptions, raw_dir: Path, sources: Sources) -> Acquired:
     """The ``nus_wide`` kind: lists, tags, zero-shot roles and images (see the module doc)."""
     lists = load_lists(options, raw_dir, sources)
-    candidates = [i for i in range(len(lists.keys)) if lists.tags[i] or not options.drop_untagged]
+    candidates = [i for i in range(len(lists.keys)) if lists.tags[i] or not _drops_untagged(options, lists.splits[i])]
     untagged = len(lists.keys) - len(candidates)
     chosen = sample_evenly(candidates, options.max_images)
 
@@ -300,6 +311,7 @@ def acquire_nus_wide(options: NusWideOptions, raw_dir: Path, sources: Sources) -
         "chosen": len(chosen),
         "wanted": len(chosen),
         "untagged_dropped": untagged,
+        "untagged_test_kept": int(sum(not lists.tags[i] and lists.splits[i] == "test" for i in chosen)),
         "local": gathered.local,
         "fetched": fetched.fetched,
         "skipped": gathered.present + fetched.present,

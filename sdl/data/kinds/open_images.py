@@ -7,8 +7,15 @@ Official files under ``https://storage.googleapis.com/openimages/2018_04/``:
 - ``class-descriptions.csv``: ``MID,name`` rows, no header in v4 (CRLF; names with commas quoted);
 - ``classes-trainable.txt``: the 7,186 seen MIDs, one per line;
 - ``<subset>/<subset>-annotations-human-imagelabels.csv``: header
-  ``ImageID,Source,LabelName,Confidence``; Confidence 0 is a human-verified *negative*, so
-  only Confidence 1 rows are positive tags.
+  ``ImageID,Source,LabelName,Confidence``; Confidence 1 is a human-verified positive (a tag),
+  Confidence 0 a human-verified *negative*: kept in the manifest's ``negatives`` column, since
+  LESA and BiAM evaluate Open Images on 1 / -1 / 0 labels (LESA's extractor:
+  ``2 * Confidence - 1`` for the verified labels, 0 for the rest; ``sdl.eval.metrics``,
+  protocol "open_images"). Training uses the positives only.
+
+Images: the train (and validation) images with a positive of the vocabulary; every labelled
+test image, whatever its labels (LESA's test set is every downloaded image of the test CSV;
+a protocol that drops the images without a positive does so when it evaluates).
 
 The unseen labels come from the LESA/BiAM repositories: ``unseen_labels.pkl`` (a pickled
 numpy object array of 2,594 MIDs, the candidate unseen labels) and ``top_400_unseen.csv``
@@ -147,7 +154,8 @@ def read_top_unseen(path: Path, num_candidates: int) -> list[int]:
 
 
 def read_image_labels(path: Path) -> pd.DataFrame:
-    """Positive (Confidence 1) rows of an image-level label CSV: columns ImageID, LabelName."""
+    """The verified rows of an image-level label CSV: columns ImageID, LabelName and positive
+    (True: Confidence 1, a tag; False: Confidence 0, a verified negative)."""
     header = _text_head(path)
     missing = [c for c in ("ImageID", "LabelName", "Confidence") if c not in header]
     if missing:
@@ -155,8 +163,8 @@ def read_image_labels(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, usecols=["ImageID", "LabelName", "Confidence"], encoding="utf-8-sig",
                         dtype={"ImageID": str, "LabelName": "category", "Confidence": float})
     # Confidence 0 marks a verified negative: the label is NOT in the image.
-    positive = frame.loc[frame["Confidence"] >= 0.5, ["ImageID", "LabelName"]]
-    return positive.astype({"LabelName": str})
+    labels = frame[["ImageID", "LabelName"]].astype({"LabelName": str})
+    return labels.assign(positive=(frame["Confidence"] >= 0.5).to_numpy())
 
 
 def _text_head(path: Path) -> list[str]:
@@ -208,20 +216,24 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
     counts: dict[str, Any] = {}
     for subset in options.subsets:
         labels = read_image_labels(get(options.labels_pattern.format(subset=subset)))
-        labelled = labels["ImageID"].nunique()
+        labelled = sorted(labels["ImageID"].unique())
         labels = labels.loc[labels["LabelName"].isin(set(role_of))].drop_duplicates()
-        per_image = labels.groupby("ImageID")["LabelName"].agg(list)
-        image_ids = sample_evenly(sorted(per_image.index), options.max_images)
-        counts[subset] = {"labelled_images": int(labelled), "with_vocabulary_tags": len(per_image),
-                          "chosen": len(image_ids)}
+        positive = labels.loc[labels["positive"]]
+        per_image = positive.groupby("ImageID")["LabelName"].agg(list).to_dict()
+        negative = labels.loc[~labels["positive"]].groupby("ImageID")["LabelName"].agg(list).to_dict()
+        # every labelled test image (LESA's test set); elsewhere the images with a tag to learn
+        pool = labelled if subset == "test" else sorted(per_image)
+        image_ids = sample_evenly(pool, options.max_images)
+        counts[subset] = {"labelled_images": len(labelled), "with_vocabulary_tags": len(per_image),
+                          "with_verified_negatives": len(negative), "chosen": len(image_ids)}
         if subset == "train":
             counts[subset]["with_unseen_tags"] = int(
-                labels.loc[labels["LabelName"].isin(set(unseen)), "ImageID"].nunique())
+                positive.loc[positive["LabelName"].isin(set(unseen)), "ImageID"].nunique())
         for image_id in image_ids:
-            mids = per_image[image_id]
-            rows.append({"image_id": image_id, "path": f"images/{subset}/{image_id}.jpg",
-                         "tags": sorted(tag_of[m] for m in mids), "official_split": OFFICIAL_SPLIT[subset],
-                         "subset": subset})
+            tags_ = sorted(tag_of[m] for m in per_image.get(image_id, []))
+            negatives = sorted({tag_of[m] for m in negative.get(image_id, [])} - set(tags_))
+            rows.append({"image_id": image_id, "path": f"images/{subset}/{image_id}.jpg", "tags": tags_,
+                         "negatives": negatives, "official_split": OFFICIAL_SPLIT[subset], "subset": subset})
 
     image_root = raw_dir / "images"
     # local copies are taken as they are (Open Images' own files); fetched ones must decode
@@ -230,7 +242,7 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
     result = sources.gather(wanted, image_root, load_rgb, validate_local=False, desc="open_images images")
 
     manifest = pd.DataFrame([r for r in rows if (raw_dir / r["path"]).is_file()],
-                            columns=["image_id", "path", "tags", "official_split", "subset"])
+                            columns=["image_id", "path", "tags", "negatives", "official_split", "subset"])
     manifest = manifest.drop(columns="subset")
     tags = pd.DataFrame({"tag": [tag_of[m] for m in seen + unseen], "role": [role_of[m] for m in seen + unseen]})
     report: dict[str, Any] = {
@@ -247,6 +259,8 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
         "unseen_tags": len(unseen),
         "unseen_candidates": len(candidates),
         "renamed_duplicate_names": sum(tag_of[m] != names[m] for m in seen + unseen),
+        "verified_negatives": int(manifest["negatives"].map(len).sum()),
+        "test_without_tags": int(((manifest["official_split"] == "test") & (manifest["tags"].map(len) == 0)).sum()),
     }
     write_json(raw_dir / REPORT_NAME, report)
     log.info("open_images: %d images (%s), %d missing; %d seen / %d unseen tags", report["images"],

@@ -63,6 +63,25 @@ def test_acquire_end_to_end(replica: NusReplica, http_replica: ReplicaHTTPServer
     assert len(read_manifest(tmp_path / "manifest.parquet")) == 25
 
 
+def test_untagged_test_images_are_kept_for_protocol_all(http_root: Path, http_replica: ReplicaHTTPServer,
+                                                        tmp_path: Path) -> None:
+    replica = write_nus_wide_replica(http_root, http_replica.base_url, untagged_test=True)
+    (train_key,) = [k for k in replica.untagged if replica.splits[k] == "train"]
+    (test_key,) = [k for k in replica.untagged if replica.splits[k] == "test"]
+    ids = {k: k.rsplit(".", 1)[0].replace("/", "_") for k in replica.untagged}
+    default = acquire("nus_wide", _options(http_replica), tmp_path / "raw")  # drop_untagged: train
+    manifest = default.manifest.set_index("image_id")
+    assert ids[test_key] in manifest.index and manifest.loc[ids[test_key], "tags"] == []
+    assert ids[train_key] not in manifest.index  # nothing to learn from: still left out
+    assert default.report["untagged_dropped"] == 1 and default.report["untagged_test_kept"] == 1
+    strict = acquire("nus_wide", _options(http_replica, drop_untagged=True), tmp_path / "raw")
+    assert not set(ids.values()) & set(strict.manifest["image_id"]) and strict.report["untagged_dropped"] == 2
+    everything = acquire("nus_wide", _options(http_replica, drop_untagged=False), tmp_path / "raw")
+    assert set(ids.values()) <= set(everything.manifest["image_id"])
+    with pytest.raises(ParamsError, match="drop_untagged"):
+        acquire("nus_wide", _options(http_replica, drop_untagged="test"), tmp_path / "raw")
+
+
 def test_rerun_fetches_no_finished_file_twice(replica: NusReplica, http_replica: ReplicaHTTPServer, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     http_replica.add_fault(f"flickr/{replica.keys[1]}", "status", times=2, status=503)

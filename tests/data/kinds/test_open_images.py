@@ -67,12 +67,16 @@ def test_acquire_end_to_end_and_resume(replica: tuple[OpenImagesReplica, str], h
     tag_of = {crane_a: "Crane", crane_b: f"Crane ({crane_b})"}
     tag_of.update({m: data.names[m] for m in data.seen + data.unseen if m not in tag_of})
     manifest = acquired.manifest.set_index("image_id")
-    expected = {i for i, pos in data.positives.items() if pos}
-    assert set(manifest.index) == expected  # the image with only negatives/unknown labels is dropped
+    # train/validation: the images with a tag; test: every labelled image (LESA's test set)
+    expected = {i for i, pos in data.positives.items() if pos or data.subset[i] == "test"}
+    untagged_test = {i for i, pos in data.positives.items() if not pos and data.subset[i] == "test"}
+    assert set(manifest.index) == expected and len(untagged_test) == 1
+    assert acquired.report["test_without_tags"] == 1
     for image_id in expected:
         assert manifest.loc[image_id, "tags"] == sorted(tag_of[m] for m in data.positives[image_id])
-        negatives = {tag_of[m] for m in data.negatives[image_id]}
-        assert not negatives & set(manifest.loc[image_id, "tags"])  # Confidence 0 is not a tag
+        # Confidence 0: a verified negative, kept apart from the tags
+        assert manifest.loc[image_id, "negatives"] == sorted(tag_of[m] for m in data.negatives[image_id])
+        assert not set(manifest.loc[image_id, "negatives"]) & set(manifest.loc[image_id, "tags"])
         split = {"train": "train", "validation": None, "test": "test"}[data.subset[image_id]]
         value = manifest.loc[image_id, "official_split"]
         assert value == split if split else pd.isna(value)  # validation: no official role
@@ -80,8 +84,10 @@ def test_acquire_end_to_end_and_resume(replica: tuple[OpenImagesReplica, str], h
     assert acquired.report["failed"] == 0 and acquired.report["renamed_duplicate_names"] == 1
     assert (raw / "classes.csv").is_file()
     write_manifest(tmp_path / "manifest.parquet", acquired.manifest)
-    assert read_manifest(tmp_path / "manifest.parquet")["official_split"].isna().sum() == sum(
-        1 for i in expected if data.subset[i] == "validation")
+    back = read_manifest(tmp_path / "manifest.parquet")
+    assert back["official_split"].isna().sum() == sum(1 for i in expected if data.subset[i] == "validation")
+    assert back.set_index("image_id")["negatives"].to_dict() == manifest["negatives"].to_dict()
+    assert acquired.report["verified_negatives"] == sum(len(data.negatives[i]) for i in expected)
 
     stamps = {p: p.stat().st_mtime_ns for p in (raw / "images").rglob("*.jpg")}
     (raw / REPORT_NAME).unlink()
@@ -96,8 +102,8 @@ def test_missing_object_counted_local_lists(replica: tuple[OpenImagesReplica, st
     victim = sorted(k for k in data.images if k.startswith("test/") and data.positives[k[5:-4]])[0]
     moto_s3.client.delete_object(Bucket=bucket, Key=victim)
     acquired = acquire("open_images", _options(str(data.root), bucket, moto_s3, subsets=["test"]), tmp_path / "raw")
-    tagged = sum(1 for i, pos in data.positives.items() if pos and data.subset[i] == "test")
-    assert acquired.report["missing"] == 1 and len(acquired.manifest) == tagged - 1
+    labelled = sum(1 for i in data.positives if data.subset[i] == "test")  # every test image has a label row
+    assert acquired.report["missing"] == 1 and len(acquired.manifest) == labelled - 1
     (failure,) = acquired.report["failures_sample"]
     assert failure[0] == victim and "NoSuchKey" in failure[1]
     small = acquire("open_images", _options(str(data.root), bucket, moto_s3, subsets=["train"], max_images=4),
