@@ -8,7 +8,6 @@ replicas (a tiny backbone, 32 px, one short epoch, K = 3)."""
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import re
@@ -27,11 +26,11 @@ from tests.helpers.replicas import (
     write_nus_wide_replica,
     write_open_images_replica,
 )
+from tests.helpers.paper import DATASETS, paper_params
 from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
 from tests.helpers.wordvecs import train_fasttext_bin
 
 pytestmark = pytest.mark.slow
-DATASETS = ("nus_wide", "coco", "open_images")
 STAGES = ("download", "validate", "split", "embed", "train", "evaluate", "register")
 BUCKET = "open-images-replica"
 
@@ -59,39 +58,9 @@ def sources(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
         server.close()
 
 
-def _params(repo_params: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
-    params = copy.deepcopy(repo_params)
-    params["datasets"] = list(DATASETS)
-    base = sources["server"].base_url
-    params["download"]["nus_wide"]["options"] = {
-        "lists": f"{base}/nus/lists", "urls": "NUS-WIDE-urls.txt", "workers": 4, "retries": 1, "backoff": 0.01,
-        "min_images_fraction": 0.5}
-    params["download"]["coco"]["options"] = {
-        "annotations": f"{base}/coco/annotations_trainval2014.zip", "workers": 4, "retries": 1, "backoff": 0.01}
-    params["download"]["open_images"]["options"] = {
-        "base_url": f"{base}/oi", "unseen_labels": "unseen_labels.pkl", "top_unseen": "top_400_unseen.csv",
-        "bucket": BUCKET, "endpoint_url": sources["s3"].endpoint_url, "workers": 4, "retries": 1, "backoff": 0.01}
-    for dataset in DATASETS:
-        params["download"][dataset]["cache_short_side"] = 32
-        params["download"][dataset]["cache_workers"] = 2
-        params["validate"][dataset].update({"min_images_per_tag": 0, "max_tag_prevalence": 1.0, "decode_sample": 0})
-        params["split"][dataset]["images"].update({"val_fraction": 0.25})
-        params["embed"][dataset] = {"source": {"kind": "fasttext", "path": "data/wordvecs/tiny.bin",
-                                               "url": f"{base}/vectors.bin.gz"}}
-        params["train"][dataset].update({
-            "backbone": "test_efficientnet", "pretrained": False, "image_size": 32, "num_rows": 2, "epochs": 1,
-            "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0, "device": "cpu", "amp": False,
-            "eval_batch_size": 16, "best_metric": "gzsl.f1@3", "checkpoint_every_steps": 0})
-        params["evaluate"][dataset].update({"ks": [3], "num_workers": 0, "device": "cpu", "batch_size": 16})
-        params["register"][dataset]["lock_wait_seconds"] = 60
-    params["validate"]["open_images"].update({"expected_seen": len(sources["oi"].seen),
-                                              "expected_unseen": len(sources["oi"].unseen)})
-    return params
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, repo_params: dict[str, Any], sources: dict[str, Any]) -> tuple[Path, str]:
-    root = copy_repository(tmp_path_factory.mktemp("paper"), _params(repo_params, sources))
+    root = copy_repository(tmp_path_factory.mktemp("paper"), paper_params(repo_params, sources['server'].base_url, sources['s3'].endpoint_url, BUCKET, len(sources['oi'].seen), len(sources['oi'].unseen)))
     env = {**pipeline_env(root), **MotoS3.CREDENTIALS}
     env.pop("AWS_ACCESS_KEY_ID", None)  # the public bucket is read unsigned, without credentials
     env.pop("AWS_SECRET_ACCESS_KEY", None)
