@@ -45,7 +45,7 @@ import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
 from pipelines.lock import pipeline_lock  # noqa: E402
-from sdl.config import check_params, load_params  # noqa: E402
+from sdl.config import ParamsError, check_params, load_params  # noqa: E402
 from sdl.data.kinds import check_options  # noqa: E402
 from sdl.safety.errors import UserError, run_command  # noqa: E402
 
@@ -107,10 +107,15 @@ def quiet_user_error_tracebacks() -> None:
                 handler.addFilter(seen)
 
 
-def check_project_params(root: Path) -> None:
-    """Check params.yaml (every dataset, the kinds' options too) before any stage runs."""
-    for section in check_params(load_params(root / "params.yaml")):
+def check_project_params(root: Path, dataset: str | None = None) -> None:
+    """Check params.yaml (every dataset, the kinds' options too, and that ``dataset`` is one
+    of its datasets) before any stage runs."""
+    sections = check_params(load_params(root / "params.yaml"))
+    for section in sections:
         check_options(section.download.kind, section.download.options, f"download.{section.name}")
+    names = [s.name for s in sections]
+    if dataset is not None and dataset not in names:
+        raise ParamsError(f"--dataset {dataset}: not one of the datasets in params.yaml {names}; add it to `datasets`")
 
 
 def stage_names(root: Path = PROJECT_ROOT) -> list[str]:
@@ -163,7 +168,7 @@ def rebuild(dataset: str = "embedded", force: bool = False, root: str | None = N
     logger = get_run_logger()
     quiet_user_error_tracebacks()
     project = Path(root) if root else PROJECT_ROOT
-    check_project_params(project)
+    check_project_params(project, dataset)
     outcome: dict[str, str] = {}
     with pipeline_lock(project, f"rebuild {dataset}"):
         for stage in stage_names(project):
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        check_project_params(PROJECT_ROOT)  # before Prefect starts anything
+        check_project_params(PROJECT_ROOT, args.dataset)  # before Prefect starts anything
         outcome = rebuild(dataset=args.dataset, force=args.force)
         print("\n".join(f"{stage:>9}: {what}" for stage, what in outcome.items()))
         return 0

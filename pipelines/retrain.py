@@ -75,7 +75,7 @@ def retrain(dataset: str = "embedded", force: bool = False, root: str | None = N
     logger = get_run_logger()
     quiet_user_error_tracebacks()
     project = Path(root) if root else PROJECT_ROOT
-    check_project_params(project)
+    check_project_params(project, dataset)
     names = stage_names(project)
     upstream, downstream = names[: names.index("train")], names[names.index("train") :]
     with pipeline_lock(project, f"retrain {dataset}"):
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        check_project_params(PROJECT_ROOT)  # before Prefect starts anything
+        check_project_params(PROJECT_ROOT, args.dataset)  # before Prefect starts anything
         if args.command == "serve":
             serve(args.dataset)
         elif args.command == "deploy":

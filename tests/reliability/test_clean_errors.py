@@ -100,3 +100,35 @@ def test_a_download_in_which_every_image_fails(dataset: str, source: str, dead_s
     assert not (root / "data" / dataset / "manifest.parquet").exists()  # nothing half written
     report = root / "data" / dataset / "raw" / f"{dataset}_report.json"
     assert json.loads(report.read_text())["images"] == 0  # the counts are kept for the user
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "pipelines.retrain", "--dataset", "imagenet"],
+    ["-m", "pipelines.rebuild", "--dataset", "imagenet"],
+])
+def test_a_flow_for_a_dataset_params_do_not_list(command: list[str], tmp_path: Path, tiny_params: dict[str, Any]) -> None:
+    """Refused before Prefect starts anything, naming the dataset and where datasets are listed."""
+    import sys
+
+    root = copy_repository(tmp_path / "repo", tiny_params)
+    result = subprocess.run([sys.executable, *command], cwd=root, env=pipeline_env(root), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "--dataset imagenet: not one of the datasets in params.yaml ['embedded']" in result.stderr.splitlines()[-1]
+    assert "Starting temporary server" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["models", "promote", "--dataset", "embedded", "--version", "99"], "no version 99"),
+    (["tag", "missing.png", "--model", "models:/sdl-nosuch@champion"], "cannot load model models:/sdl-nosuch@champion"),
+    (["serve", "--vocabulary", "no/such.parquet"], "no/such.parquet: no such vocabulary file"),
+])
+def test_sdl_with_bad_input(argv: list[str], named: str, built: Path, tmp_path: Path) -> None:
+    import sys
+
+    root = copy_built(built, tmp_path / "work")
+    (root / "mlflow" / "mlflow.db").touch()  # an (empty) project store, as after `make repro`
+    result = subprocess.run([str(Path(sys.executable).with_name("sdl")), *argv], cwd=root, env=subprocess_env(root),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert named in result.stderr and result.stderr.strip().splitlines()[-1].startswith("sdl: error:"), result.stderr
