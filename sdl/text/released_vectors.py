@@ -30,7 +30,7 @@ import numpy as np
 
 from sdl.data.kinds.coco import COCO_CATEGORIES
 from sdl.safety.safe_pickle import safe_load
-from sdl.text.sources import _BuiltinSource, _fingerprint, _read_word_list, _usable
+from sdl.text.source_base import _BuiltinSource, _fingerprint, _read_word_list, _usable
 
 COCO_ORDER_NAME = "coco-category-id-order"
 
