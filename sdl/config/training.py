@@ -60,6 +60,9 @@ class TrainConfig:
     eval_batch_size: int = 256
     checkpoint_every_steps: int = 0
     max_steps_per_epoch: int = 0  # 0: the whole epoch (a cap is for smoke tests)
+    # A released ZS_SDL checkpoint (e.g. NUS_mtresnet_224.pth): the train stage converts it into
+    # this project's model instead of training (sdl.models.released), so evaluate scores it.
+    released_checkpoint: str | None = None
     # How, not what (left out of the fingerprint): processes (GPUs) per node under torchrun,
     # an integer or "auto" (one per visible GPU); batch_size stays the global batch.
     nproc_per_node: int | str = 1

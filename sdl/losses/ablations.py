@@ -10,6 +10,9 @@ no regulariser, no SDW; SDW helps Fast0Tag (impl -> b) and SDL (f -> ours); the 
 helps at M = 2 (c -> d); at M = 7 a stronger one (0.1 -> 0.3) raises ZSL mAP (e -> ours).
 Caveat: the extracted SDW row shows four check marks where this reading has five (b, c, d, e,
 ours); the other rows match it (M=2: c, d; reg 0.1: d, e; M=7: e, f, ours; reg 0.3: f, ours).
+The SDL columns use ``sdl_loss``'s default form, ``per_positive`` (the released code's, which
+the paper's numbers came from); add ``"variant": "per_pair"`` to a column's ``loss_kwargs`` for
+eq. 2 as printed.
 """
 
 from __future__ import annotations

@@ -1,19 +1,45 @@
 """The SDL loss (paper, section 3.3, eq. 1-5) and the Fast0Tag rank loss (Table 3 baseline).
 
 Per image b with positive tags P (target == 1) and negatives N (every other tag: 0, or -1
-"unknown", as the released code treats them), scores s_c = max_m (A_b t_c)_m and:
+"unknown", as the released code treats them: ``(1 - y[i]).bool()``, SDL_loss.py:46), scores
+s_c = max_m (A_b t_c)_m and:
 
     u_pn = s_n - s_p                                                     (eq. 1)
-    L_rank = 1/w_n * sum_{p in P} sum_{n in N} log(1 + exp(u_pn))        (eq. 2)
-             w_n = |P|*|N| ("paper") or |P| (released code, "official")
+    R_b = sum_{p in P} sum_{n in N} log(1 + exp(u_pn))
     w_d = 1 + sum_{i=1..d} var_i(P)   (unbiased, over the positive word vectors)  (eq. 3)
     L_reg = sum_{i=1..d} var_i(A_b)   (unbiased, across the M rows of A_b)        (eq. 4)
-    L = 1/B sum_b [(1 - lambda) * w_d * L_rank + lambda * L_reg]         (eq. 5)
 
-The released code multiplies each image's term by 2; ``variant="official"`` does too. An image
-with no positive keeps only its lambda * L_reg term (the released code gives NaN there). An
-image with no negative keeps only lambda * L_reg in the paper form; the official form
-compares its positives to a zero score instead, sum_p softplus(-s_p) / |P|, as released.
+Two forms of the rank term, named after what they divide R_b by:
+
+``per_pair`` (alias ``paper``): L_rank = R_b / (|P||N|), eq. 2 as printed (w_n = |P||N|), and
+    L = 1/B sum_b [(1 - lambda) w_d L_rank + lambda L_reg] (eq. 5) with a constant lambda.
+    The balance of rank and regulariser then depends on |N|: about 920x weaker rank term
+    than ``per_positive`` on NUS-WIDE (|N| ~ 1,000), 7,150x on Open Images, 46x on COCO.
+
+``per_positive`` (alias ``official``): L_rank = R_b / |P| and
+    L = 1/B sum_b 2 [(1 - lambda) w_d L_rank + lambda L_reg], the released ``SDLLoss``
+    (ZS_SDL src/loss_functions/SDL_loss.py:61, ``... / (num_pos)``, ``# num_neg`` commented
+    out at :58; :65, ``2 * ((1 - weight) * l[i] + weight * l1_err)``). It is what the
+    sentence after eq. 5 asks for: "In practice we use lambda~ = lambda / |N| as the
+    regularization parameter which is invariant to the number of negative tags per image"
+    (garbled in the extracted text as "A = M| P|"): eq. 5 with w_n = |P||N| and lambda / |N|
+    is, per image, 1/|N| [(1 - lambda/|N|) w_d R_b / |P| + lambda L_reg], whose balance of
+    rank and regulariser, like the released form's, does not depend on |N| (for |N| >> 1;
+    the released form weighs the rank term by 1 - lambda instead). The released code is the
+    one exact definition, and the paper's numbers came from it (section 4.1's lambda = 0.3
+    is its class default, SDL_loss.py:6), so the paper's datasets train with this form.
+
+Quirks of the released code that ``per_positive`` keeps:
+  * the factor 2 (SDL_loss.py:65). It is applied whenever a regulariser weight is given,
+    even lambda = 0 (``weight=0.0``); ``reg_lambda=None`` is the released ``weight=None``
+    (SDL_loss.py:19-22): no regulariser and no factor 2. ``per_pair`` treats None as 0.
+  * an image with no negative compares its positives with a zero score (SDL_loss.py:51-52,
+    ``v = -dot_prod_pos``): R_b = sum_p log(1 + exp(-s_p)). ``per_pair`` has no pair there
+    and keeps only lambda L_reg.
+Where the released code gives NaN, both forms stay finite: an image with no positive
+(0 / 0 and the variance of no vector) keeps only its lambda L_reg term, and M = 1 (the
+unbiased variance of one row) has L_reg = 0. softplus replaces the released
+``log(1 + exp(v))``, which overflows in float32 for v > ~88 (same values otherwise).
 """
 
 from __future__ import annotations
@@ -37,20 +63,33 @@ from sdl.losses.pairwise import (
 from sdl.losses.registry import register_loss
 from sdl.models.scoring import REDUCTIONS, Reduction, score_tags
 
-Variant = Literal["paper", "official"]
-VARIANTS: tuple[str, ...] = ("paper", "official")
+Variant = Literal["per_positive", "per_pair", "official", "paper"]
+VARIANTS: tuple[str, ...] = ("per_positive", "per_pair")
+# The names the variants had first: "official" the released code's form, "paper" eq. 2 as printed.
+VARIANT_ALIASES: dict[str, str] = {"official": "per_positive", "paper": "per_pair"}
+
+
+def canonical_variant(variant: str) -> str:
+    """``per_positive`` or ``per_pair`` for a variant name or alias; anything else raises."""
+    name = VARIANT_ALIASES.get(variant, variant) if isinstance(variant, str) else variant
+    if name not in VARIANTS:
+        known = (*VARIANTS, *VARIANT_ALIASES)
+        raise ValueError(f"unknown variant {variant!r}; expected one of {known}")
+    return name
 
 
 def _check_options(
-    reg_lambda: float, variant: str, reduction: str, max_pair_elements: int | None, max_positives: int | None = None
+    reg_lambda: float | None, variant: str, reduction: str, max_pair_elements: int | None,
+    max_positives: int | None = None,
 ) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    canonical_variant(variant)
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
     # `not (0 <= x <= 1)` also rejects NaN.
-    if isinstance(reg_lambda, bool) or not isinstance(reg_lambda, numbers.Real) or not 0.0 <= reg_lambda <= 1.0:
-        raise ValueError(f"reg_lambda must be a number in [0, 1], got {reg_lambda!r}")
+    if reg_lambda is not None and (
+        isinstance(reg_lambda, bool) or not isinstance(reg_lambda, numbers.Real) or not 0.0 <= reg_lambda <= 1.0
+    ):
+        raise ValueError(f"reg_lambda must be a number in [0, 1] or None, got {reg_lambda!r}")
     if max_pair_elements is not None and int(max_pair_elements) < 1:
         raise ValueError(f"max_pair_elements must be >= 1, got {max_pair_elements}")
     check_max_positives(max_positives)
@@ -140,23 +179,26 @@ def sdl_loss(
     matrices: torch.Tensor,
     tag_vectors: torch.Tensor,
     targets: torch.Tensor,
-    reg_lambda: float = 0.3,
-    variant: Variant = "paper",
+    reg_lambda: float | None = 0.3,
+    variant: Variant = "per_positive",
     *,
     use_sdw: bool = True,
     reduction: Reduction = "max",
     max_pair_elements: int | None = None,
     max_positives: int | None = None,
 ) -> torch.Tensor:
-    """SDL loss (eq. 5), a scalar: mean over the batch of ``(1-lambda) w_d L_rank + lambda L_reg``.
+    """SDL loss (eq. 5), a scalar: mean over the batch of ``(1-lambda) w_d L_rank + lambda L_reg``
+    (``per_positive``: twice that, with L_rank = R_b / |P|; see the module docstring).
 
     Args:
         matrices: (B, M, d) per-image transformations A.
         tag_vectors: (C, d) word vectors of the training tags.
         targets: (B, C); 1 marks a positive, anything else (0, -1 "unknown") a negative.
-        reg_lambda: lambda of eq. 5, in [0, 1].
-        variant: "paper" normalises the rank term by |P||N| (eq. 2); "official" by |P| and
-            doubles each image's term, as the released code.
+        reg_lambda: lambda of eq. 5, in [0, 1]; None: no regulariser (the released
+            ``weight=None``: for ``per_positive`` also no factor 2).
+        variant: "per_positive" (alias "official", the default): the rank sum over |P|, each
+            image's term doubled, as the released SDLLoss; "per_pair" (alias "paper"): the
+            rank sum over |P||N|, eq. 2 as printed.
         use_sdw: weight the rank term by the SDW of eq. 3 (False: w_d = 1).
         reduction: tag score over the rows, "max" (eq. 1) or "l2" (the section 4.1 baseline).
         max_pair_elements: element budget of one working block: (positive, tag) pairs, and
@@ -171,7 +213,10 @@ def sdl_loss(
     """
     _check_options(reg_lambda, variant, reduction, max_pair_elements, max_positives)
     _check_inputs(matrices, tag_vectors, targets)
-    lam = float(reg_lambda)
+    form = canonical_variant(variant)
+    lam = 0.0 if reg_lambda is None else float(reg_lambda)
+    # SDL_loss.py:63-65: the factor 2 comes with the regulariser weight, given even as 0.
+    doubled = form == "per_positive" and reg_lambda is not None
     num_tags = tag_vectors.shape[0]
     # The loss sums thousands of pair terms: half precision would swamp them, so opt out of autocast.
     device_type = matrices.device.type
@@ -191,11 +236,12 @@ def sdl_loss(
         )
         num_pos = positives.sum(dim=1).to(dtype)
         num_neg = num_tags - num_pos
-        if variant == "paper":
+        if form == "per_pair":
             # eq. 2, w_n = |P||N|; no pair (|P| = 0 or |N| = 0) means a zero sum: 0 / 1.
             rank = rank_sums / (num_pos * num_neg).clamp(min=1)
         else:
-            # Released code: with no negative, v = -s_p, i.e. each positive against a 0 score.
+            # SDL_loss.py:61, w_n = |P|. With no negative, v = -s_p (:51-52): each positive
+            # against a 0 score.
             no_neg = num_neg == 0
             # Without a bound the check is worth its sync; with one, stay on the device.
             if max_positives is not None or bool(no_neg.any()):
@@ -210,7 +256,7 @@ def sdl_loss(
         per_image = (1.0 - lam) * rank  # eq. 5
         if lam > 0.0:
             per_image = per_image + lam * row_variance_regularizer(mats)  # eq. 4-5
-        if variant == "official":
+        if doubled:
             per_image = 2.0 * per_image
         return per_image.mean()
 
@@ -236,7 +282,7 @@ def fast0tag_loss(
         tag_vectors,
         targets,
         reg_lambda=0.0,
-        variant="paper",
+        variant="per_pair",
         use_sdw=use_sdw,
         reduction="max",
         max_pair_elements=max_pair_elements,
@@ -250,8 +296,8 @@ class SDLLoss(nn.Module):
 
     def __init__(
         self,
-        reg_lambda: float = 0.3,
-        variant: Variant = "paper",
+        reg_lambda: float | None = 0.3,
+        variant: Variant = "per_positive",
         use_sdw: bool = True,
         reduction: Reduction = "max",
         max_pair_elements: int | None = None,
@@ -259,8 +305,8 @@ class SDLLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_options(reg_lambda, variant, reduction, max_pair_elements, max_positives)
-        self.reg_lambda = float(reg_lambda)
-        self.variant: Variant = variant
+        self.reg_lambda = None if reg_lambda is None else float(reg_lambda)
+        self.variant = canonical_variant(variant)
         self.use_sdw = bool(use_sdw)
         self.reduction: Reduction = reduction
         self.max_pair_elements = max_pair_elements
@@ -294,7 +340,7 @@ class Fast0TagLoss(nn.Module):
         self, use_sdw: bool = False, max_pair_elements: int | None = None, max_positives: int | None = None
     ) -> None:
         super().__init__()
-        _check_options(0.0, "paper", "max", max_pair_elements, max_positives)
+        _check_options(0.0, "per_pair", "max", max_pair_elements, max_positives)
         self.use_sdw = bool(use_sdw)
         self.max_pair_elements = max_pair_elements
         self.max_positives = max_positives

@@ -1,6 +1,10 @@
 """A tracked training run, what the ``train`` stage does: train (``sdl.training``), log the
 run to MLflow with its lineage, and write the model folder, the history and the final metrics.
 
+With ``train.<dataset>.released_checkpoint`` set the stage trains nothing: it converts the
+released SDL checkpoint (``sdl.models.released``) into the model folder, as a run of its own,
+so that ``evaluate`` and ``register`` score the released model on this pipeline's data.
+
 The lineage (data version, split version, vocabulary, image counts, commit, backbone) is what
 the registry later records on the model version and what retraining compares against.
 """
@@ -17,6 +21,8 @@ import pandas as pd
 
 from sdl.config.params import DatasetParams
 from sdl.mlops import tracking
+from sdl.models import save_model
+from sdl.models.released import file_sha256, load_released_checkpoint
 from sdl.safety.atomic import atomic_dir, atomic_write_text, file_md5, write_json
 from sdl.text.vocabulary import vocabulary_hash
 from sdl.training import distributed
@@ -53,6 +59,8 @@ def train_tracked(
     a rank other than 0 trains its shard only (rank 0 logs and writes)."""
     config = params.train
     inputs = read_training_inputs(manifest, split, wordvecs, params.evaluate.protocol)
+    if config.released_checkpoint:
+        return convert_released(dataset, params, inputs, Path(manifest), Path(split), model, metrics, history)
     if not distributed.env_context().is_main:
         train(config, inputs.data, state, progress=False)
         return {}
@@ -90,4 +98,35 @@ def train_tracked(
     tracking.record_metrics(metrics, {"train": final}, run_id)
     tracking.set_run_status(run_id, "FINISHED")
     log.info("%s: best %s = %.2f at epoch %d", dataset, config.best_metric, result.best_value, result.best_epoch)
+    return final
+
+
+def convert_released(
+    dataset: str, params: DatasetParams, inputs: TrainingInputs, manifest_path: Path, split_dir: Path,
+    model: str | Path, metrics: str | Path, history: str | Path,
+) -> dict[str, Any]:
+    """The released checkpoint of ``train.<dataset>.released_checkpoint`` as the stage's model,
+    logged as a run (lineage plus the file's name and SHA-256); nothing is trained."""
+    config = params.train
+    path = Path(str(config.released_checkpoint))
+    dim = int(inputs.data.seen_vectors.shape[1])
+    converted = load_released_checkpoint(path, backbone=config.backbone, wordvec_dim=dim, image_size=config.image_size)
+    if converted.config.num_rows != config.num_rows:
+        raise ValueError(f"train.{dataset}.num_rows is {config.num_rows} but {path} has M = "
+                         f"{converted.config.num_rows}: set num_rows to match the checkpoint")
+    digest = file_sha256(path)
+    lineage = {**training_lineage(dataset, params, inputs, manifest_path, split_dir),
+               "train_images": "0", "released_checkpoint": path.name, "released_sha256": digest}
+    run_params = {"train": dataclasses.asdict(config), "embed": dataclasses.asdict(params.embed),
+                  "tags": {"seen": len(inputs.tags.seen), "unseen": len(inputs.tags.unseen)}}
+    run_id = tracking.start_run(dataset, f"{dataset}-released", lineage, run_params)
+    with atomic_dir(model) as model_dir:
+        save_model(converted, model_dir, extra={"released_checkpoint": {"file": path.name, "sha256": digest}})
+        write_json(model_dir / "tags.json", {"seen": inputs.tags.seen, "unseen": inputs.tags.unseen, **lineage})
+        tracking.write_run_file(model_dir, run_id, dataset)
+    atomic_write_text(history, pd.DataFrame(columns=["epoch", "val.gzsl.map"]).to_csv(index=False))
+    final = {"epochs": 0, "train_images": 0, "num_rows": converted.config.num_rows}
+    tracking.record_metrics(metrics, {"train": final}, run_id)
+    tracking.set_run_status(run_id, "FINISHED")
+    log.info("%s: released checkpoint %s (sha256 %s) converted, not trained", dataset, path.name, digest[:12])
     return final

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sdl._torchvision_compat import ensure_torchvision_importable
-from sdl.models.pretrained import load_pretrained_backbone
+from sdl.models.pretrained import create_backbone
 from sdl.models.scoring import Reduction, score_tags
 from sdl.safety.atomic import atomic_write_text
 
@@ -26,7 +26,9 @@ CONFIG_FILE = "model.json"
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """What it takes to rebuild an SDL model: backbone, M, d and the input pipeline it expects."""
+    """What it takes to rebuild an SDL model: backbone (a timm name with its tag), M, d, the
+    head's bias and the input pipeline it expects (square resize to ``image_size``, then
+    ``(pixels / 255 - mean) / std``; the released code's is mean 0, std 1 at 224 px)."""
 
     backbone: str
     num_rows: int
@@ -35,6 +37,7 @@ class ModelConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     reduction: Reduction = "max"
+    head_bias: bool = False  # the released head has none (factory.py:16); a checkpoint may have one
 
     def __post_init__(self) -> None:
         if self.num_rows < 1:
@@ -46,14 +49,15 @@ class ModelConfig:
 
 
 class SDLModel(nn.Module):
-    """Backbone -> global pooled features -> ``Linear(F, M*d, bias=False)`` -> A of shape (B, M, d)."""
+    """Backbone -> global pooled features -> ``Linear(F, M*d)`` (no bias unless
+    ``config.head_bias``) -> A of shape (B, M, d)."""
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
         self.embedding = nn.Linear(
-            backbone.num_features, config.num_rows * config.wordvec_dim, bias=False
+            backbone.num_features, config.num_rows * config.wordvec_dim, bias=config.head_bias
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -76,27 +80,40 @@ def create_model(
     *,
     image_size: int | None = None,
     reduction: Reduction = "max",
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    head_bias: bool = False,
 ) -> SDLModel:
-    """Build an SDL model on any timm backbone.
+    """Build an SDL model on any timm backbone (a timm name, best with its pretrained tag).
 
-    ``pretrained``: False (random init), True (ImageNet weights: from a locally installed
-    package where one ships them, else timm's download), or a path to a backbone state dict
-    (safetensors or a torch file, loaded with ``weights_only=True``).
+    ``pretrained``: False (random init), True (ImageNet weights of the tag: from a locally
+    installed package where one ships them, else timm's download), or a path to a backbone
+    state dict that timm reads and loads strictly (see ``sdl.models.pretrained``).
+    ``mean``/``std`` default to the backbone's timm input config (0 and 1 for TResNet: the
+    released code's ``pixels / 255``).
     """
-    if backbone not in timm.list_models():
-        raise ValueError(f"unknown timm backbone {backbone!r}")
-    network = timm.create_model(backbone, pretrained=False, num_classes=0)
-    if pretrained:
-        load_pretrained_backbone(network, backbone, pretrained)
+    network = create_backbone(backbone, pretrained)
+    return assemble_model(network, backbone, num_rows, wordvec_dim, image_size=image_size, reduction=reduction,
+                          mean=mean, std=std, head_bias=head_bias)
+
+
+def assemble_model(
+    network: nn.Module, backbone: str, num_rows: int, wordvec_dim: int, *, image_size: int | None = None,
+    reduction: Reduction = "max", mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None, head_bias: bool = False,
+) -> SDLModel:
+    """An SDL model around a headless timm ``network`` built for ``backbone`` (input settings
+    from its timm data config unless given)."""
     data_config = timm.data.resolve_data_config({}, model=network)
     config = ModelConfig(
         backbone=backbone,
         num_rows=num_rows,
         wordvec_dim=wordvec_dim,
         image_size=image_size or int(data_config["input_size"][-1]),
-        mean=tuple(float(v) for v in data_config["mean"]),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in data_config["std"]),  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in (mean if mean is not None else data_config["mean"])),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in (std if std is not None else data_config["std"])),  # type: ignore[arg-type]
         reduction=reduction,
+        head_bias=head_bias,
     )
     return SDLModel(config, network)
 

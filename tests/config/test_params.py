@@ -52,13 +52,39 @@ def test_paper_datasets_have_the_papers_settings(real, dataset):
     p = dataset_params(real, dataset)
     rows, batch, epochs = {"nus_wide": (7, 192, 7), "coco": (2, 32, 20), "open_images": (7, 96, 7)}[dataset]
     assert (p.train.num_rows, p.train.batch_size, p.train.epochs) == (rows, batch, epochs)
-    assert p.train.backbone == "tresnet_m" and p.train.image_size == 224
+    # MIIL's ImageNet-1k TResNet-M (the released code's tresnet_m.pth), not timm's default tag
+    assert p.train.backbone == "tresnet_m.miil_in1k" and p.train.image_size == 224
     assert p.train.lr == pytest.approx(1e-4) and p.train.weight_decay == pytest.approx(3e-4)
     assert p.train.loss_kwargs["reg_lambda"] == pytest.approx(0.3) and p.train.augment.cutout_p == 0.5
+    assert p.train.released_checkpoint is None  # trains unless a released checkpoint is given
     assert p.evaluate.ks == {"nus_wide": [3, 5], "coco": [3], "open_images": [10, 20]}[dataset]
     expected = {"nus_wide": (925, 81), "coco": (48, 17), "open_images": (7186, 400)}[dataset]
     assert (p.validate.expected_seen, p.validate.expected_unseen) == expected
     assert p.embed.source["kind"] == "fasttext" and p.download.kind == dataset
+
+
+@pytest.mark.parametrize("dataset", ["nus_wide", "coco", "open_images"])
+def test_paper_datasets_train_the_released_loss_form(real, dataset):
+    """The |P|-normalised SDL loss (the released SDLLoss) at lambda 0.3, as the loss is built."""
+    from sdl.losses import create_loss
+
+    p = dataset_params(real, dataset)
+    assert p.train.loss == "sdl"
+    loss = create_loss(p.train.loss, **p.train.loss_kwargs)
+    assert loss.variant == "per_positive" and loss.reg_lambda == pytest.approx(0.3)
+
+
+def test_every_backbone_is_a_tagged_timm_name(real):
+    import timm
+
+    from sdl._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    backbones = {name: dataset_params(real, name).train.backbone for name in real["train"]}
+    assert backbones["embedded"] == "tf_efficientnet_lite0.in1k"
+    for name, backbone in backbones.items():
+        architecture, _, tag = backbone.partition(".")
+        assert tag and backbone in timm.list_pretrained(architecture), (name, backbone)
 
 
 @pytest.mark.parametrize(

