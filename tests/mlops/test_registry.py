@@ -216,7 +216,7 @@ def test_registry_flow_against_a_tracking_server(project: Project, tmp_path: Pat
         decision = gate.run_gate(name, first, project.gate_data())
         assert decision.promoted and registry.version_aliases(name, first) == ["challenger", "champion"]
         tagger = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-        out = tagger.predict(pd.DataFrame({"image": [str(project.paths[0])]}), params={"top_k": 2})
+        out = tagger.predict(pd.DataFrame({"image": [project.paths[0].read_bytes()]}), params={"top_k": 2})
         assert len(out.loc[0, "tags"]) == 2
         assert (tmp_path / "server" / "artifacts").is_dir()  # artifacts went through the server
 

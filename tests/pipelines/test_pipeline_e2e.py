@@ -51,7 +51,7 @@ def test_registered_champion_loads_in_a_fresh_process(built_repo: tuple[Path, st
         "import mlflow, pandas as pd, sys\n"
         f"mlflow.set_tracking_uri('sqlite:///{root}/mlflow/mlflow.db')\n"
         "m = mlflow.pyfunc.load_model('models:/sdl-embedded@champion')\n"
-        f"out = m.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'top_k': 2}})\n"
+        f"out = m.predict(pd.DataFrame({{'image': [open({str(image)!r}, 'rb').read()]}}), params={{'top_k': 2}})\n"
         "print(out.loc[0, 'tags'])\n"
     )
     env = pipeline_env(root)

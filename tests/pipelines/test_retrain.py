@@ -67,7 +67,8 @@ def test_new_tags_are_embedded_and_ranked_without_retraining(repo: Path) -> None
     script = (
         "import mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri('sqlite:///{repo}/mlflow/mlflow.db')\n"
-        "m = mlflow.pyfunc.load_model('models:/sdl-embedded@champion')\n"
+        # a trusted process opts in to the project's files (a served model reads none)
+        f"m = mlflow.pyfunc.load_model('models:/sdl-embedded@champion', model_config={{'files_root': {str(repo)!r}}})\n"
         f"out = m.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'top_k': 12, "
         f"'vocabulary': {str(repo / 'data/embedded/vocabulary.parquet')!r}}})\n"
         "print(dict(zip(out.loc[0, 'tags'], out.loc[0, 'scores'])))\n"

@@ -140,7 +140,7 @@ def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path)
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
     tagger = mlflow.pyfunc.load_model("models:/sdl-embedded@champion")
-    image = str(next(Path(f"{D}/raw/images").glob("*.png")))
+    image = next(Path(f"{D}/raw/images").glob("*.png")).read_bytes()  # a served model takes bytes, not paths
     out = tagger.predict(pd.DataFrame({"image": [image]}), params={"top_k": 3})
     assert len(out) == 1 and len(out.loc[0, "tags"]) == 3
     assert set(out.loc[0, "tags"]) <= {"bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"}
