@@ -92,7 +92,9 @@ class GlobalForwardPropagation(nn.Module):
     """GFP, eq. 4-6, all M blocks at once: F -> FG^m -> MLP -> softmax -> sum: GoS (B, M, D).
 
     The M blocks' weights are stacked on a leading axis and applied with batched einsums, so
-    there is no Python loop over M. Memory: a few (B, M, N, max(D, H)) activations.
+    there is no Python loop over M. Memory: a few (B, M, N, max(D, H)) activations. (Under a
+    softmax over tokens the MLP's last bias is a per-channel constant that the softmax ignores:
+    it gets a zero gradient, as an attention key bias does.)
     """
 
     def __init__(self, options: EpsilonOptions, num_rows: int, token_dim: int) -> None:

@@ -249,7 +249,7 @@ def parallel_step_model(trainer: Trainer) -> nn.Module:
     step_model: nn.Module = trainer.input_model
     if trainer.context.enabled:
         step_model = nn.parallel.DistributedDataParallel(
-            trainer.model, device_ids=[trainer.device.index] if trainer.device.type == "cuda" else None,
+            step_model, device_ids=[trainer.device.index] if trainer.device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )
     if trainer.config.compile:
