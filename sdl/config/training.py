@@ -20,7 +20,7 @@ from sdl.config.metric_names import MetricName
 
 MODEL_FAMILIES = ("sdl", "epsilon")
 SCHEDULES = ("one_cycle", "step")
-TOKEN_CACHES = ("off", "float32", "float16")
+TOKEN_CACHES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,10 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     epsilon: EpsilonOptions = field(default_factory=EpsilonOptions)  # used when model is epsilon
     # Epsilon only: keep the frozen backbone's tokens of every train/val image in the train
-    # stage's working state (--state) and train the head on them ("float16" halves the disk).
-    # A cache holds un-augmented tokens, so it needs augmentation off (BENCHMARKS.md, "Token cache").
-    token_cache: Literal["off", "float32", "float16"] = "off"
+    # stage's working state (--state) and train the head on them ("float16" halves the disk);
+    # null: no cache, the backbone runs every step. A cache holds un-augmented tokens, so it
+    # needs augmentation off (BENCHMARKS.md, "Epsilon: the token cache").
+    token_cache: Literal["float32", "float16"] | None = None
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -123,16 +124,16 @@ class TrainConfig:
             raise ValueError(f"train.lr_milestones must be increasing epochs >= 1, got {milestones}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
-        if self.token_cache not in TOKEN_CACHES:
-            raise ValueError(f"train.token_cache must be one of {list(TOKEN_CACHES)}, got {self.token_cache!r}")
-        if self.token_cache != "off":
+        if self.token_cache is not None and self.token_cache not in TOKEN_CACHES:
+            raise ValueError(f"train.token_cache must be null or one of {list(TOKEN_CACHES)}, got {self.token_cache!r}")
+        if self.token_cache is not None:
             if self.model != "epsilon":
                 raise ValueError("train.token_cache needs model: epsilon (only a frozen backbone's tokens can be cached)")
             augment = self.augment
             if augment.hflip or augment.cutout_p > 0 or augment.randaugment:
                 raise ValueError(
                     "train.token_cache holds un-augmented tokens: set augment {hflip: false, cutout_p: 0, "
-                    "randaugment: false}, or token_cache: off"
+                    "randaugment: false}, or token_cache: null"
                 )
 
     def fingerprint(self) -> str:

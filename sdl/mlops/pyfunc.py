@@ -1,13 +1,15 @@
 """The registered model: an MLflow pyfunc that tags images with any vocabulary.
 
-Artifacts: the SDL weights and config (``sdl.models.save_model``) and the vocabulary it was
+Artifacts: the model's weights and config, of either family (SDL or Epsilon:
+``sdl.models.save_model``, read back by ``sdl.models.load_model``), and the vocabulary it was
 registered with (Parquet: tag, vector, unseen). ``predict`` takes images (paths, bytes,
 base64 strings or HWC uint8 arrays) and returns, per image, the top-k tags and their scores.
 A caller may pass another vocabulary in ``params``: ``tags`` alone (tags of the registered
 vocabulary keep their vectors; new ones are embedded with the word-vector source the model was
 registered with, ``model_config["wordvec_source"]``, when that source is installed) or ``tags``
 with ``vectors`` (a flat list of len(tags) x d numbers, row by row, as MLflow params are 1-D).
-SDL ranks tags it has never seen through their word vectors, so new tags need no retraining.
+Both families rank tags they have never seen through their word vectors, so new tags need no
+retraining.
 The current vocabulary of a project (``data/<dataset>/vocabulary.parquet``, which the
 ``embed`` stage rewrites when tags are added) can be used instead of the registered one:
 ``params={"vocabulary": path}``, or the environment variable ``SDL_VOCABULARY`` for a served

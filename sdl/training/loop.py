@@ -5,8 +5,8 @@ One readable loop: Adam with weight decay (3e-4 for SDL) on weights only (not on
 parameters), a one-cycle cosine schedule stepped every iteration (max lr 1e-4 in the paper) or
 Epsilon's step schedule (``sdl.training.schedules``), cutout and flips, AMP on CUDA,
 channels_last. For Epsilon with ``token_cache`` the step reads the backbone's cached tokens
-instead of images (``sdl.training.token_cache``); everything else is the same code. The loss sees only the seen tags; validation
-scores seen + unseen tags. A checkpoint (model, optimizer, scheduler, scaler, RNG state,
+instead of images (``sdl.training.token_cache``); everything else is the same code. The loss
+sees only the seen tags; validation scores seen + unseen tags. A checkpoint (model, optimizer, scheduler, scaler, RNG state,
 position in the epoch, config) is written atomically every epoch (and every
 ``checkpoint_every_steps``), and ``train`` resumes from it exactly. The best model by a
 validation metric (the released code uses GZSL F1@3) is kept.
@@ -205,7 +205,7 @@ def build(
     return Trainer(
         config=config, data=data, out_dir=out_dir, device=device, context=context, model=model, step_model=model,
         loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
-        train_set=train_set, val_set=val_set, cached=config.token_cache != "off", order=order, loader=loader,
+        train_set=train_set, val_set=val_set, cached=config.token_cache is not None, order=order, loader=loader,
         steps_per_epoch=steps_per_epoch,
         seen_vectors=torch.as_tensor(data.seen_vectors, dtype=torch.float32, device=device),
         fingerprint=hashlib.sha256((config.fingerprint() + data.fingerprint()).encode()).hexdigest(),

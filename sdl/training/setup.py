@@ -108,7 +108,7 @@ def datasets(
     """The training and validation sets: images (augmented for training), or with a token
     cache the backbone's tokens of the un-augmented images, cached in ``out_dir``."""
     mean, std = model.config.mean, model.config.std
-    if config.token_cache == "off":
+    if config.token_cache is None:
         train_set = TaggedImageDataset(
             data.train_paths, data.train_targets, config.image_size, mean, std, augment=config.augment, seed=config.seed
         )

@@ -196,7 +196,7 @@ def test_epsilon_and_cache_settings_change_the_fingerprint():
     [
         ({"token_cache": "float32"}, "needs model: epsilon"),
         ({"model": "epsilon", "token_cache": "float32"}, "un-augmented"),
-        ({"model": "epsilon", "token_cache": "int8"}, "token_cache"),
+        ({"model": "epsilon", "token_cache": "int8"}, "token_cache must be null"),
         ({"model": "vit"}, "train.model"),
         ({"schedule": "cosine"}, "train.schedule"),
         ({"lr_milestones": [3, 2]}, "lr_milestones"),
