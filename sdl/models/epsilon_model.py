@@ -13,6 +13,13 @@ statistics and dropout fixed), and :meth:`EpsilonModel.tokens` runs it under
 ``torch.no_grad()``. (Not inference mode: its outputs feed the head's autograd graph.)
 ``tokens`` is the cacheable frozen part, ``head_forward`` the trainable part.
 
+The loss (eq. 9-13) is ``sdl.losses``' SDL loss, not a copy: tau_jk (eq. 9) is SDL's u_pn over
+the max-over-rows scores; alpha = 1/(|T||T-bar|) (eq. 10) is its per-pair normalisation
+(``variant: paper``); omega (eq. 11, "a new weight like (Ben-Cohen et al. 2021)", written
+1 + sum var(Y_i)) is read as SDL's semantic-diversity weight over the positive tags' word
+vectors; L_reg (eq. 12) is SDL's row-variance term and eq. 13 SDL's (1 - lambda) / lambda mix,
+with the paper's lambda = 0.3 (Figure 3b).
+
 The paper's backbone is "the pre-trained ViT-B/16 (Dosovitskiy et al. 2020)", no tag named. We
 propose ``vit_base_patch16_224.orig_in21k_ft_in1k``: the weights released with that cited
 paper (ImageNet-21k pre-training, fine-tuned on ImageNet-1k; timm's plain
