@@ -230,7 +230,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     primary = {tracking.metric_name(v.tags["gate.primary_metric"]) for v in versions if "gate.primary_metric" in v.tags}
     shown = [m for m in ("zsl.map", "gzsl.map", *sorted(primary)) if m in metrics]
     shown = list(dict.fromkeys(shown))
-    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "backbone"]
+    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "model", "backbone"]
     rows = []
     for v in versions:
         gate = v.tags.get("gate.decision", "-")
@@ -239,7 +239,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         rows.append([
             str(v.version), ",".join(v.aliases) or "-", v.status, v.created,
             *[f"{v.metrics[m]:.2f}" if m in v.metrics else "-" for m in shown],
-            gate, v.tags.get("git_commit", "-")[:12], v.tags.get("backbone", "-"),
+            gate, v.tags.get("git_commit", "-")[:12], v.tags.get("model_family", "sdl"), v.tags.get("backbone", "-"),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"{name}")

@@ -101,3 +101,12 @@ def test_gpu_train_bench_on_cuda(tmp_path):
         "--cache-images", "64", "--json", str(tmp_path / "bench.json"),
     ])
     assert payload["results"]["synthetic"]["sdl"]["images_per_second"] > 0
+
+
+def test_bench_epsilon_times_every_step_on_the_same_batch(capsys):
+    out = _load("bench_epsilon").main(["--setting", "tiny", "--repeats", "1", "--warmup", "0", "--threads", "1"])
+    results = out["tiny"]["results"]
+    assert set(results) == {"sdl", "epsilon", "epsilon_cached", "backbone"}
+    assert all(r["min_ms"] > 0 for r in results.values())
+    assert out["tiny"]["trainable"]["epsilon"] > 0 and out["tiny"]["frozen"] > 0
+    assert "SDL step / Epsilon step" in capsys.readouterr().out

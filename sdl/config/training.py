@@ -2,7 +2,9 @@
 
 Plain dataclasses, no torch: reading params never loads the deep-learning stack. The training
 loop (``sdl.training``) takes a :class:`TrainConfig`; its :meth:`TrainConfig.fingerprint`
-decides whether a checkpoint resumes.
+decides whether a checkpoint resumes. ``model`` picks the model family (``sdl.models``):
+``sdl`` (Ben-Cohen et al., ICCV 2021) or ``epsilon`` (Liu et al., AAAI 2024), whose
+architecture choices are the nested :class:`EpsilonOptions` (``train.<dataset>.epsilon``).
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from sdl.config.epsilon import EpsilonOptions
 from sdl.config.metric_names import MetricName
+
+MODEL_FAMILIES = ("sdl", "epsilon")
+SCHEDULES = ("one_cycle", "step")
+TOKEN_CACHES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class AugmentConfig:
 class TrainConfig:
     """Everything that defines a training run; hashed to decide whether a checkpoint resumes."""
 
+    model: Literal["sdl", "epsilon"] = "sdl"  # the model family (sdl.models)
     backbone: str = "tresnet_m"
     pretrained: bool | str = True
     num_rows: int = 7
@@ -45,11 +53,23 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 3e-4
     optimizer: str = "adam"
+    # "one_cycle": cosine one-cycle stepped per iteration, peak lr at pct_start (SDL, sec. 4.1);
+    # "step": lr for the first lr_milestones[0] epochs, then x lr_gamma after each milestone
+    # (Epsilon: 1e-5 for epochs 1-3, "decreases by 1/2 at the 4-th epoch": [3], 0.5)
+    schedule: Literal["one_cycle", "step"] = "one_cycle"
     pct_start: float = 0.1
+    lr_milestones: list[int] = field(default_factory=lambda: [3])
+    lr_gamma: float = 0.5
     loss: str = "sdl"
     loss_kwargs: dict[str, Any] = field(default_factory=lambda: {"reg_lambda": 0.3})
     reduction: str = "max"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epsilon: EpsilonOptions = field(default_factory=EpsilonOptions)  # used when model is epsilon
+    # Epsilon only: keep the frozen backbone's tokens of every train/val image in the train
+    # stage's working state (--state) and train the head on them ("float16" halves the disk);
+    # null: no cache, the backbone runs every step. A cache holds un-augmented tokens, so it
+    # needs augmentation off (BENCHMARKS.md, "Epsilon: the token cache").
+    token_cache: Literal["float32", "float16"] | None = None
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
@@ -83,6 +103,7 @@ class TrainConfig:
             raise ValueError(f"train.optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0 < self.pct_start < 1:
             raise ValueError(f"train.pct_start must be in (0, 1), got {self.pct_start}")
+        self._check_family_and_schedule()
         if self.num_workers < 0 or self.checkpoint_every_steps < 0 or self.max_steps_per_epoch < 0:
             raise ValueError("train.num_workers, checkpoint_every_steps, max_steps_per_epoch must be >= 0")
         if self.nproc_per_node != "auto" and (
@@ -91,10 +112,34 @@ class TrainConfig:
             raise ValueError(f"train.nproc_per_node must be an integer >= 1 or 'auto', got {self.nproc_per_node!r}")
         if self.prefetch_factor < 1:
             raise ValueError(f"train.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.released_checkpoint and self.model != "sdl":
+            raise ValueError(f"released_checkpoint is an SDL checkpoint: it needs model: sdl, got {self.model!r}")
         try:
             MetricName.parse(self.best_metric)
         except ValueError as error:
             raise ValueError(f"train.best_metric: {error}") from None
+
+    def _check_family_and_schedule(self) -> None:
+        if self.model not in MODEL_FAMILIES:
+            raise ValueError(f"train.model must be one of {list(MODEL_FAMILIES)}, got {self.model!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        milestones = list(self.lr_milestones)
+        if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+            raise ValueError(f"train.lr_milestones must be increasing epochs >= 1, got {milestones}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ValueError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if self.token_cache is not None and self.token_cache not in TOKEN_CACHES:
+            raise ValueError(f"train.token_cache must be null or one of {list(TOKEN_CACHES)}, got {self.token_cache!r}")
+        if self.token_cache is not None:
+            if self.model != "epsilon":
+                raise ValueError("train.token_cache needs model: epsilon (only a frozen backbone's tokens can be cached)")
+            augment = self.augment
+            if augment.hflip or augment.cutout_p > 0 or augment.randaugment:
+                raise ValueError(
+                    "train.token_cache holds un-augmented tokens: set augment {hflip: false, cutout_p: 0, "
+                    "randaugment: false}, or token_cache: null"
+                )
 
     def fingerprint(self) -> str:
         """A hash of the settings that change what training computes (not where/how fast)."""
@@ -102,5 +147,7 @@ class TrainConfig:
             "num_workers", "device", "eval_batch_size", "checkpoint_every_steps", "nproc_per_node",
             "pin_memory", "persistent_workers", "prefetch_factor",
         }
+        if self.model != "epsilon":
+            ignored |= {"epsilon"}  # an SDL run does not read them
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()

@@ -6,9 +6,9 @@ import contextlib
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from sdl.models import SDLModel
 from sdl.models.scoring import score_tags
 
 
@@ -21,7 +21,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @torch.no_grad()
 def compute_scores(
-    model: SDLModel,
+    model: nn.Module,
     dataset: Dataset,
     tag_vectors: np.ndarray | torch.Tensor,
     *,
@@ -31,7 +31,10 @@ def compute_scores(
     progress: bool = False,
     description: str = "scoring",
 ) -> np.ndarray:
-    """Scores (N, C) float32 of every image of ``dataset`` for every tag vector (any vocabulary)."""
+    """Scores (N, C) float32 of every image of ``dataset`` for every tag vector (any vocabulary).
+
+    ``model``: any family's (``sdl.models.TaggingModel``): batches -> (B, M, d) matrices, and a
+    ``config.reduction``; the batches are images, or whatever the model reads (cached tokens)."""
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.to(device).eval()
     vectors = torch.as_tensor(np.asarray(tag_vectors), dtype=torch.float32, device=device)

@@ -78,8 +78,8 @@ class IncompatibleModel(ValueError):
 
 
 def load_registered_network(name: str, version: int, folder: str | Path):  # type: ignore[no-untyped-def]
-    """Download a version's model artifacts into ``folder``; return its SDL network
-    (weights + config as registered, read without unpickling anything)."""
+    """Download a version's model artifacts into ``folder``; return its network, of whichever
+    family it is (weights + config as registered, read without unpickling anything)."""
     import yaml
 
     from sdl.models import load_model

@@ -1,6 +1,7 @@
 """The registered model: an MLflow pyfunc that tags images with any vocabulary.
 
-Artifacts: the SDL weights and config (``sdl.models.save_model``) and the vocabulary it was
+Artifacts: the model's weights and config, of either family (SDL or Epsilon:
+``sdl.models.save_model``, read back by ``sdl.models.load_model``), and the vocabulary it was
 registered with (Parquet: tag, vector, unseen). ``predict`` takes images (base64 strings, bytes
 or HWC uint8 arrays; server files only where a trusted loader opts in, see
 ``sdl.mlops.serving_inputs``) and returns, per image, the top-k tags and their scores.
@@ -8,7 +9,8 @@ A caller may pass another vocabulary in ``params``: ``tags`` alone (tags of the 
 vocabulary keep their vectors; new ones are embedded with the word-vector source the model was
 registered with, ``model_config["wordvec_source"]``, when that source is installed) or ``tags``
 with ``vectors`` (a flat list of len(tags) x d numbers, row by row, as MLflow params are 1-D).
-SDL ranks tags it has never seen through their word vectors, so new tags need no retraining.
+Both families rank tags they have never seen through their word vectors, so new tags need no
+retraining.
 The current vocabulary of a project (``data/<dataset>/vocabulary.parquet``, which the
 ``embed`` stage rewrites when tags are added) can be used instead of the registered one: the
 environment variable ``SDL_VOCABULARY`` where the model runs (read again whenever the file

@@ -45,6 +45,7 @@ def training_lineage(dataset: str, params: DatasetParams, inputs: TrainingInputs
         "labelled_images": str(len(inputs.manifest)),
         "train_images": str(len(inputs.data.train_paths)),
         "git_commit": tracking.git_commit(),
+        "model_family": config.model,
         "backbone": config.backbone,
         "num_rows": str(config.num_rows),
         "reg_lambda": str(config.loss_kwargs.get("reg_lambda", "")),

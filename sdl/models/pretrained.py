@@ -54,13 +54,14 @@ def check_backbone_name(backbone: str) -> str:
     return architecture
 
 
-def create_backbone(backbone: str, pretrained: bool | str = False) -> nn.Module:
+def create_backbone(backbone: str, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """A headless timm network (``num_classes=0``, pooled features) with the weights of
-    ``pretrained`` (see the module docstring)."""
+    ``pretrained`` (see the module docstring); ``kwargs`` go to ``timm.create_model`` (e.g. a
+    ViT's ``img_size``)."""
     architecture = check_backbone_name(backbone)
     if isinstance(pretrained, str):
-        return backbone_from_state(backbone, read_weights(pretrained), pretrained)
-    network = timm.create_model(backbone, pretrained=False, num_classes=0)
+        return backbone_from_state(backbone, read_weights(pretrained), pretrained, **kwargs)
+    network = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
     if not pretrained:
         return network
     if architecture == "tf_efficientnet_lite0":
@@ -69,7 +70,7 @@ def create_backbone(backbone: str, pretrained: bool | str = False) -> nn.Module:
         network.load_state_dict(_map_by_position(state, network.state_dict()))
         return network
     # Elsewhere timm downloads the tag's weights (needs network access to its hub).
-    return timm.create_model(backbone, pretrained=True, num_classes=0)
+    return timm.create_model(backbone, pretrained=True, num_classes=0, **kwargs)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -80,7 +81,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(load_state_dict(str(path), weights_only=True))
 
 
-def backbone_from_state(backbone: str, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+def backbone_from_state(backbone: str, state: dict[str, torch.Tensor], source: str, **kwargs: Any) -> nn.Module:
     """A headless ``backbone`` built by timm from ``state`` (its filter applied), strictly.
 
     ``state`` may carry the ImageNet classifier of the backbone's tag; it is dropped. Missing
@@ -92,7 +93,7 @@ def backbone_from_state(backbone: str, state: dict[str, torch.Tensor], source: s
         state = {k: v for k, v in state.items() if k not in (f"{name}.weight", f"{name}.bias")}
     overlay: dict[str, Any] = {"state_dict": state, "num_classes": 0}
     try:
-        return timm.create_model(backbone, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+        return timm.create_model(backbone, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as error:
         raise ValueError(f"{source}: the weights do not fit {backbone}: {_summarise_load_error(error)}") from None
 

@@ -1,27 +1,22 @@
-"""The SDL network (paper section 3.2) and its on-disk format (safetensors + JSON)."""
+"""The SDL network (paper section 3.2), the model family ``sdl`` (see ``sdl.models.registry``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sdl._torchvision_compat import ensure_torchvision_importable
 from sdl.models.pretrained import create_backbone
+from sdl.models.registry import CONFIG_FILE, WEIGHTS_FILE, ModelFamily, register_family
 from sdl.models.scoring import Reduction, score_tags
-from sdl.safety.atomic import atomic_write_text
 
 ensure_torchvision_importable()
 import timm  # noqa: E402  (needs the torchvision shim above on CPU-only installs)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model.json"
+__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "ModelConfig", "SDLModel", "assemble_model", "create_sdl_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +47,8 @@ class SDLModel(nn.Module):
     """Backbone -> global pooled features -> ``Linear(F, M*d)`` (no bias unless
     ``config.head_bias``) -> A of shape (B, M, d)."""
 
+    family: ClassVar[str] = "sdl"
+
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__()
         self.config = config
@@ -72,7 +69,7 @@ class SDLModel(nn.Module):
         return score_tags(self(images), tag_vectors, self.config.reduction)
 
 
-def create_model(
+def create_sdl_model(
     backbone: str,
     num_rows: int,
     wordvec_dim: int,
@@ -80,6 +77,7 @@ def create_model(
     *,
     image_size: int | None = None,
     reduction: Reduction = "max",
+    options: Any = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     head_bias: bool = False,
@@ -90,8 +88,10 @@ def create_model(
     installed package where one ships them, else timm's download), or a path to a backbone
     state dict that timm reads and loads strictly (see ``sdl.models.pretrained``).
     ``mean``/``std`` default to the backbone's timm input config (0 and 1 for TResNet: the
-    released code's ``pixels / 255``).
+    released code's ``pixels / 255``). SDL has no family ``options``.
     """
+    if options is not None:
+        raise ValueError(f"the SDL model takes no family options, got {options!r}")
     network = create_backbone(backbone, pretrained)
     return assemble_model(network, backbone, num_rows, wordvec_dim, image_size=image_size, reduction=reduction,
                           mean=mean, std=std, head_bias=head_bias)
@@ -118,26 +118,16 @@ def assemble_model(
     return SDLModel(config, network)
 
 
-def save_model(model: SDLModel, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write weights (safetensors) and config (JSON) to ``folder``, atomically; return the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    partial = folder / f".{WEIGHTS_FILE}.partial"
-    save_file(tensors, str(partial))
-    os.replace(partial, folder / WEIGHTS_FILE)  # atomic: never a half-written weights file
-    payload = {"model": dataclasses.asdict(model.config), **(extra or {})}
-    atomic_write_text(folder / CONFIG_FILE, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    return folder
+def config_from_dict(raw: dict[str, Any]) -> ModelConfig:
+    """A :class:`ModelConfig` from its JSON form (``model.json``)."""
+    return ModelConfig(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
 
 
-def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> SDLModel:
-    """Rebuild a model saved by :func:`save_model` (no pickle is read)."""
-    folder = Path(folder)
-    payload = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    raw = payload["model"]
-    config = ModelConfig(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
-    network = timm.create_model(config.backbone, pretrained=False, num_classes=0)
-    model = SDLModel(config, network)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(map_location)))
-    return model.eval()
+def build_sdl_model(config: ModelConfig) -> SDLModel:
+    """An SDL model of ``config`` with random weights (a saved state dict is loaded after)."""
+    return SDLModel(config, timm.create_model(config.backbone, pretrained=False, num_classes=0))
+
+
+FAMILY = register_family(
+    ModelFamily("sdl", create=create_sdl_model, config_from_dict=config_from_dict, build=build_sdl_model)
+)

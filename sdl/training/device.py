@@ -12,11 +12,15 @@ from sdl.training import distributed
 
 def device_batches(batches, device: torch.device, channels_last: bool):  # type: ignore[no-untyped-def]
     """Batches on ``device``. On CUDA the next batch is copied on a side stream while the
-    current one computes (the loader pins it), so the step does not wait for the copy."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    current one computes (the loader pins it), so the step does not wait for the copy. Image
+    batches (B, C, H, W) become channels_last if asked; other inputs (cached tokens) stay as they are."""
+
+    def memory_format(inputs: torch.Tensor) -> torch.memory_format:
+        return torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
+
     if device.type != "cuda":
         for images, targets in batches:
-            yield images.to(device).contiguous(memory_format=memory_format), targets.to(device)
+            yield images.to(device).contiguous(memory_format=memory_format(images)), targets.to(device)
         return
     stream = torch.cuda.Stream(device)
 
@@ -25,7 +29,7 @@ def device_batches(batches, device: torch.device, channels_last: bool):  # type:
             return None
         images, targets = batch
         with torch.cuda.stream(stream):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(images))
             targets = targets.to(device, non_blocking=True)
         return images, targets
 

@@ -1,9 +1,12 @@
-"""Training an SDL model (paper section 4.1, "Implementation Details").
+"""Training a model of either family (``train.<d>.model``: SDL, paper section 4.1,
+"Implementation Details", or Epsilon, whose frozen backbone leaves only the head to train).
 
-One readable loop: Adam with weight decay 3e-4 on weights only (not on biases and norm
-parameters), a one-cycle cosine schedule stepped every iteration (max lr 1e-4 in the paper),
-cutout and flips, AMP on CUDA, channels_last. The loss sees only the seen tags; validation
-scores seen + unseen tags. A checkpoint (model, optimizer, scheduler, scaler, RNG state,
+One readable loop: Adam with weight decay (3e-4 for SDL) on weights only (not on biases and norm
+parameters), a one-cycle cosine schedule stepped every iteration (max lr 1e-4 in the paper) or
+Epsilon's step schedule (``sdl.training.schedules``), cutout and flips, AMP on CUDA,
+channels_last. For Epsilon with ``token_cache`` the step reads the backbone's cached tokens
+instead of images (``sdl.training.token_cache``); everything else is the same code. The loss
+sees only the seen tags; validation scores seen + unseen tags. A checkpoint (model, optimizer, scheduler, scaler, RNG state,
 position in the epoch, config) is written atomically every epoch (and every
 ``checkpoint_every_steps``), and ``train`` resumes from it exactly. The best model by a
 validation metric (the released code uses GZSL F1@3) is kept.
@@ -34,31 +37,44 @@ import hashlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sdl.config.metric_names import MetricName
 from sdl.config.training import TrainConfig
-from sdl.data.dataset import TaggedImageDataset
 from sdl.eval.inference import compute_scores, resolve_device
 from sdl.eval.metrics import evaluate
 from sdl.losses import create_loss
-from sdl.models import SDLModel, create_model, save_model
-from sdl.safety.errors import InputError, UserError
+from sdl.models import save_model
+from sdl.safety.errors import UserError
 from sdl.training import distributed
 from sdl.training.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from sdl.training.device import LossMeter, autocast_and_scaler, device_batches
 from sdl.training.sampling import EpochDataset, EpochIndices, EpochOrder
+from sdl.training.schedules import make_scheduler
+from sdl.training.setup import (
+    check_data,
+    datasets,
+    loss_kwargs,
+    new_model,
+    parameter_groups,
+    place_model,
+    seed_everything,
+)
 from sdl.training.state import TrainData, TrainResult, TrainState
+from sdl.training.token_cache import TokenHead
+
+__all__ = [
+    "BEST_DIR", "CHECKPOINT_FILE", "EpochOrder", "TrainConfig", "TrainData", "loss_kwargs", "parameter_groups",
+    "seed_everything", "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +95,16 @@ class Trainer:
     out_dir: Path
     device: torch.device
     context: distributed.DistContext
-    model: SDLModel
+    model: nn.Module
     step_model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     autocast: contextlib.AbstractContextManager
-    train_set: TaggedImageDataset
-    val_set: TaggedImageDataset
+    train_set: Dataset  # images, or cached backbone tokens (``cached``)
+    val_set: Dataset
+    cached: bool
     order: EpochOrder
     loader: DataLoader
     steps_per_epoch: int
@@ -97,6 +114,11 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT_FILE
+
+    @property
+    def input_model(self) -> nn.Module:
+        """The module that reads the loader's batches: the model, or its head over cached tokens."""
+        return TokenHead(self.model) if self.cached else self.model
 
     def checkpoint(self, state: TrainState, epoch: int, step_in_epoch: int, meter: LossMeter | None = None) -> dict[str, Any]:
         """The checkpoint of position (``epoch``, ``step_in_epoch``): self-contained (model,
@@ -112,26 +134,6 @@ class Trainer:
             "loss_sum": meter.total.detach().cpu() if meter is not None else torch.zeros(()),
             "loss_steps": meter.steps if meter is not None else 0,
         }
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weights only: not on biases and 1-d (norm) parameters (released code)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        (no_decay if parameter.ndim <= 1 or name.endswith(".bias") else decay).append(parameter)
-    return [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": decay, "weight_decay": weight_decay},
-    ]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch so CPU runs repeat."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def train(
@@ -151,7 +153,7 @@ def train(
     """
     device = resolve_device(config.device)
     with distributed.process_group(device) as context:
-        trainer = build(config, data, Path(out_dir), distributed.rank_device(device, context), context)
+        trainer = build(config, data, Path(out_dir), distributed.rank_device(device, context), context, progress)
         state = resume_state(trainer) if resume else TrainState()
         check_same_start(trainer, state)
         trainer.step_model = parallel_step_model(trainer)
@@ -167,47 +169,30 @@ def train(
 
 
 def build(
-    config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, context: distributed.DistContext
+    config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, context: distributed.DistContext,
+    progress: bool = False,
 ) -> Trainer:
     """Seed, check the data, build the model, loss, optimiser, schedule and loaders."""
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
-    _check_data(config, data, context.world_size)
+    check_data(config, data, context.world_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
     with _main_first(context):  # rank 0 fetches pretrained weights (if any) before the others
-        model = create_model(
-            config.backbone, config.num_rows, data.seen_vectors.shape[1], config.pretrained,
-            image_size=config.image_size, reduction=config.reduction,  # type: ignore[arg-type]
-        )
-    if context.enabled and distributed.has_batchnorm(model):
-        if device.type == "cuda":
-            # statistics of the global batch: N ranks train the function one process would
-            model = distributed.convert_sync_batchnorm(model)  # type: ignore[assignment]
-        else:
-            log.warning("BatchNorm statistics are per rank on the CPU (SyncBatchNorm needs a GPU)")
-    model = model.to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = new_model(config, data.seen_vectors.shape[1])
+    model = place_model(model, config, device, context)
     loss_fn = create_loss(config.loss, **loss_kwargs(config, data, device))
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
     optimizer = optimizer_class(parameter_groups(model, config.weight_decay), lr=config.lr, **fused)
-
-    train_set = TaggedImageDataset(
-        data.train_paths, data.train_targets, config.image_size, model.config.mean,
-        model.config.std, augment=config.augment, seed=config.seed,
-    )
-    val_set = TaggedImageDataset(data.val_paths, data.val_targets, config.image_size, model.config.mean, model.config.std)
+    with _main_first(context):  # rank 0 builds a token cache (if any), the others read it
+        train_set, val_set = datasets(config, data, model, out_dir, device, progress and context.is_main)
     world = context.world_size
     order = EpochOrder(len(train_set), config.seed, context.rank, world)
     full_steps = len(train_set) // config.batch_size if len(train_set) > config.batch_size else 1
     steps_per_epoch = min(full_steps, config.max_steps_per_epoch or full_steps)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=config.pct_start, anneal_strategy="cos",
-    )
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     autocast, scaler = autocast_and_scaler(device, config.amp)
     workers = config.num_workers
     loader = DataLoader(
@@ -225,22 +210,11 @@ def build(
     return Trainer(
         config=config, data=data, out_dir=out_dir, device=device, context=context, model=model, step_model=model,
         loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler, autocast=autocast,
-        train_set=train_set, val_set=val_set, order=order, loader=loader, steps_per_epoch=steps_per_epoch,
+        train_set=train_set, val_set=val_set, cached=config.token_cache is not None, order=order, loader=loader,
+        steps_per_epoch=steps_per_epoch,
         seen_vectors=torch.as_tensor(data.seen_vectors, dtype=torch.float32, device=device),
         fingerprint=hashlib.sha256((config.fingerprint() + data.fingerprint()).encode()).hexdigest(),
     )
-
-
-def _check_data(config: TrainConfig, data: TrainData, world: int) -> None:
-    if len(data.train_paths) < 2:
-        raise InputError(f"need at least 2 training images, got {len(data.train_paths)}: check the split")
-    if config.batch_size % world:
-        raise InputError(f"train.batch_size {config.batch_size} is not divisible by the {world} processes")
-    if world > 1 and len(data.train_paths) < config.batch_size:
-        raise InputError(
-            f"{world} processes need at least batch_size = {config.batch_size} training images, "
-            f"got {len(data.train_paths)}"
-        )
 
 
 def resume_state(trainer: Trainer) -> TrainState:
@@ -275,11 +249,12 @@ def check_same_start(trainer: Trainer, state: TrainState) -> None:
 
 
 def parallel_step_model(trainer: Trainer) -> nn.Module:
-    """The module the step calls: DDP around the model in a distributed run, compiled if asked."""
-    step_model: nn.Module = trainer.model
+    """The module the step calls (the model, or its head over cached tokens): DDP around it in a
+    distributed run, compiled if asked."""
+    step_model: nn.Module = trainer.input_model
     if trainer.context.enabled:
         step_model = nn.parallel.DistributedDataParallel(
-            trainer.model, device_ids=[trainer.device.index] if trainer.device.type == "cuda" else None,
+            step_model, device_ids=[trainer.device.index] if trainer.device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )
     if trainer.config.compile:
@@ -393,22 +368,11 @@ def _log_progress(bar, meter: LossMeter, rate: float, epoch: int, epochs: int, s
         log.info("epoch %d/%d step %d/%d: loss %s, %.0f images/s", epoch + 1, epochs, step + 1, steps, shown, rate)
 
 
-def loss_kwargs(config: TrainConfig, data: TrainData, device: torch.device) -> dict[str, Any]:
-    """The loss's keyword arguments: ``config.loss_kwargs``, the reduction, and on CUDA the
-    largest label count of the training set as ``max_positives`` (the sync-free loss)."""
-    kwargs = dict(config.loss_kwargs)
-    if config.loss == "sdl":
-        kwargs.setdefault("reduction", config.reduction)
-    if config.loss in ("sdl", "fast0tag") and device.type == "cuda" and len(data.train_targets):
-        kwargs.setdefault("max_positives", int((np.asarray(data.train_targets) == 1).sum(axis=1).max()))
-    return kwargs
-
-
 def _validate(trainer: Trainer, progress: bool) -> dict[str, Any]:
     config, data = trainer.config, trainer.data
     k = MetricName.parse(config.best_metric).k
     scores = compute_scores(
-        trainer.model, trainer.val_set, data.all_vectors, batch_size=config.eval_batch_size,
+        trainer.input_model, trainer.val_set, data.all_vectors, batch_size=config.eval_batch_size,
         num_workers=config.num_workers, device=trainer.device, progress=progress, description="validation",
     )
     # the best epoch under the dataset's evaluation protocol (evaluate.<d>.protocol)

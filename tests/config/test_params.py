@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from sdl.config.params import DatasetParams, check_params, dataset_params, load_params
-from sdl.config.typed import ParamsError, load_yaml
+from sdl.config.training import TrainConfig
+from sdl.config.typed import ParamsError, from_mapping, load_yaml
 from tests.helpers.repo import REPO_ROOT
 
 PARAMS = REPO_ROOT / "params.yaml"
@@ -235,3 +236,27 @@ def test_evaluation_protocols(real):
     assert dataset_params(_variant(real, "evaluate.nus_wide.protocol", "all"), "nus_wide").evaluate.protocol == "all"
     with pytest.raises(ParamsError, match=r"evaluate\.nus_wide\.protocol"):
         dataset_params(_variant(real, "evaluate.nus_wide.protocol", "lesa"), "nus_wide")
+
+
+@pytest.mark.parametrize(("preset", "best"), [("_epsilon_nus_wide", "gzsl.f1@3"), ("_epsilon_open_images", "gzsl.f1@10")])
+def test_epsilon_presets_have_the_papers_recipe(real, preset, best):
+    """Epsilon, "Implementation Details" and Figure 3: Adam, weight decay 4e-3, lr 1e-5 halved from
+    epoch 4, batch 96, 7 epochs, M = 8, lambda = 0.3 per pair, a ViT-B/16; usable as a train section."""
+    config = from_mapping(TrainConfig, real[preset], preset)
+    assert (config.model, config.num_rows, config.batch_size, config.epochs) == ("epsilon", 8, 96, 7)
+    assert config.backbone.startswith("vit_base_patch16_224.") and config.image_size == 224
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adam", pytest.approx(1e-5), pytest.approx(4e-3))
+    assert (config.schedule, config.lr_milestones, config.lr_gamma) == ("step", [3], 0.5)
+    assert config.loss == "sdl" and config.loss_kwargs == {"reg_lambda": 0.3, "variant": "per_pair"}
+    assert config.best_metric == best and config.token_cache is None
+    dataset = preset.removeprefix("_epsilon_")
+    switched = _variant(real, f"train.{dataset}", real[preset])
+    assert dataset_params(switched, dataset).train.model == "epsilon"
+
+
+def test_embedded_trains_sdl_by_default_and_epsilon_when_switched(real):
+    assert dataset_params(real, "embedded").train.model == "sdl"
+    switched = dataset_params(_variant(real, "train.embedded.model", "epsilon"), "embedded").train
+    assert switched.model == "epsilon" and switched.epsilon.project_tokens and switched.epsilon.token_dim == 128
+    with pytest.raises(ParamsError, match="train.embedded.epsilon: unknown key"):
+        check_params(_variant(real, "train.embedded.epsilon.layers", 2))

@@ -173,7 +173,7 @@ def test_atomic_dir_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path:
 ATOMIC_BY_HAND = {
     ("sdl/safety/atomic.py", "*"): "the atomic writers themselves",
     ("sdl/training/checkpoints.py", "save_checkpoint"): "torch.save to a .partial sibling, fsync, os.replace",
-    ("sdl/models/sdl_model.py", "save_model"): "safetensors to a .partial sibling, os.replace",
+    ("sdl/models/registry.py", "save_model"): "safetensors to a .partial sibling, os.replace",
     ("sdl/data/fetch/http.py", "_http_once"): "streams into <dest>.partial; renamed only once verified",
     ("sdl/data/fetch/s3.py", "_s3_once"): "streams into <dest>.partial; renamed only once verified",
     ("sdl/data/fetch/verify.py", "_finish"): "fsync of the verified .partial before os.replace",
@@ -183,6 +183,8 @@ ATOMIC_BY_HAND = {
     ("sdl/data/kinds/nus_wide.py", "_resolver"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/data/kinds/nus_wide.py", "_url_file"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/text/sources.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",
+    ("sdl/training/token_cache.py", "cached_tokens"): "tokens into <split>.npy.partial, os.replace once complete",
+    ("sdl/training/token_cache.py", "_build"): "fills the .partial memmap; cached_tokens renames it when complete",
     ("sdl/mlops/training_run.py", "train_tracked"): "copies the best model into an sdl.safety.atomic.atomic_dir staging folder",
     ("sdl/safety/locks.py", "file_lock"): "a lock file: only its holder note is written, and nothing reads it as an output",
 }
