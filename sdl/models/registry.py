@@ -92,15 +92,18 @@ def create_model(
     image_size: int | None = None,
     reduction: str = "max",
     options: Any = None,
+    **family_kwargs: Any,
 ) -> nn.Module:
     """A model of ``family`` on a timm ``backbone`` with M = ``num_rows`` rows of ``wordvec_dim``.
 
     ``pretrained``: False (random init), True (ImageNet weights: from a locally installed package
     where one ships them, else timm's download), or a path to a backbone state dict.
-    ``options``: the family's own settings (Epsilon: ``sdl.config.EpsilonOptions``).
+    ``options``: the family's own settings (Epsilon: ``sdl.config.EpsilonOptions``);
+    ``family_kwargs``: what else the family's builder takes (SDL: ``mean``, ``std``, ``head_bias``).
     """
     return get_family(family).create(
-        backbone, num_rows, wordvec_dim, pretrained, image_size=image_size, reduction=reduction, options=options
+        backbone, num_rows, wordvec_dim, pretrained, image_size=image_size, reduction=reduction, options=options,
+        **family_kwargs,
     )
 
 
