@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sdl.config.metric_names import MetricName
 from sdl.config.training import TrainConfig
@@ -56,6 +56,7 @@ from sdl.models import SDLModel, create_model, save_model
 from sdl.safety.errors import InputError, UserError
 from sdl.training import distributed
 from sdl.training.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from sdl.training.data_path import training_images
 from sdl.training.device import LossMeter, autocast_and_scaler, device_batches
 from sdl.training.sampling import EpochDataset, EpochIndices, EpochOrder
 from sdl.training.state import TrainData, TrainResult, TrainState
@@ -86,7 +87,7 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     autocast: contextlib.AbstractContextManager
-    train_set: TaggedImageDataset
+    train_set: Dataset  # TaggedImageDataset or DecodedImageDataset (``data_path``)
     val_set: TaggedImageDataset
     order: EpochOrder
     loader: DataLoader
@@ -151,7 +152,7 @@ def train(
     """
     device = resolve_device(config.device)
     with distributed.process_group(device) as context:
-        trainer = build(config, data, Path(out_dir), distributed.rank_device(device, context), context)
+        trainer = build(config, data, Path(out_dir), distributed.rank_device(device, context), context, progress)
         state = resume_state(trainer) if resume else TrainState()
         check_same_start(trainer, state)
         trainer.step_model = parallel_step_model(trainer)
@@ -167,7 +168,8 @@ def train(
 
 
 def build(
-    config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, context: distributed.DistContext
+    config: TrainConfig, data: TrainData, out_dir: Path, device: torch.device, context: distributed.DistContext,
+    progress: bool = False,
 ) -> Trainer:
     """Seed, check the data, build the model, loss, optimiser, schedule and loaders."""
     if context.is_main:
@@ -195,10 +197,8 @@ def build(
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
     optimizer = optimizer_class(parameter_groups(model, config.weight_decay), lr=config.lr, **fused)
 
-    train_set = TaggedImageDataset(
-        data.train_paths, data.train_targets, config.image_size, model.config.mean,
-        model.config.std, augment=config.augment, seed=config.seed,
-    )
+    with _main_first(context):  # rank 0 builds the decoded cache (data_path: uint8_cache), the others open it
+        train_set = training_images(config, data, model.config.mean, model.config.std, out_dir, progress and context.is_main)
     val_set = TaggedImageDataset(data.val_paths, data.val_targets, config.image_size, model.config.mean, model.config.std)
     world = context.world_size
     order = EpochOrder(len(train_set), config.seed, context.rank, world)
@@ -302,7 +302,8 @@ def train_epoch(trainer: Trainer, state: TrainState, epoch: int, progress: bool)
     images_seen, started = 0, time.perf_counter()
     bar = _progress_bar(progress, steps, first_step, f"epoch {epoch + 1}/{config.epochs}")
     log_every = 10 if bar is not None else max(1, steps // 5)
-    batches = device_batches(trainer.loader, trainer.device, config.channels_last)
+    normalize = (trainer.model.config.mean, trainer.model.config.std)  # uint8 batches (data_path: uint8_cache)
+    batches = device_batches(trainer.loader, trainer.device, config.channels_last, normalize)
     for step, (images, targets) in enumerate(batches, start=first_step):
         if step >= steps:
             break
