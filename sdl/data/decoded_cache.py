@@ -16,8 +16,10 @@ A cache is a folder:
   sizes and modification times), written last: a folder without it is not a finished cache.
 
 Building writes ``pixels.npy.partial`` and, after every chunk of images, the flushed rows'
-mask (``filled.npy``, atomically): a killed build resumes where it stopped, and the finished
-file is renamed into place. One process builds while the others wait for the folder's lock
+mask (``filled.npy``, atomically), beside the sources' sizes and times it started from
+(``sources.npy``): a killed build resumes where it stopped, decoding again only the rows not
+done and those whose file changed meanwhile (an image fixed after a decoding error, say), and
+the finished file is renamed into place. One process builds while the others wait for the folder's lock
 (all ranks of a multi-GPU run may call :func:`ensure_decoded_cache`). Its size is N x 147 KiB
 at 224 px (NUS-WIDE's 150k training images: 22 GB): the build checks the free disk space first.
 """
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 PIXELS, INDEX, META = "pixels.npy", "index.parquet", "cache.json"
-PARTIAL, FILLED, BUILDING, LOCK = "pixels.npy.partial", "filled.npy", "building.json", ".lock"
+PARTIAL, FILLED, SOURCES, BUILDING, LOCK = "pixels.npy.partial", "filled.npy", "sources.npy", "building.json", ".lock"
 CHUNK = 512  # images decoded between two saves of the progress mask
 
 
@@ -74,17 +76,30 @@ class DecodedCache:
         return {"folder": self.folder, "size": self.size, "count": self.count, "_pixels": None, "_pid": -1}
 
 
-def sources_fingerprint(paths: Sequence[str | Path], size: int) -> str:
-    """A hash of the sources in order (path, bytes, modification time) and the size: a cache
-    built from other files, or from the same files changed since, is not reused."""
-    digest = hashlib.sha256(f"v{VERSION} size={size} n={len(paths)}".encode())
-    for path in paths:
+def source_stats(paths: Sequence[str | Path]) -> np.ndarray:
+    """(N, 2) int64: each source's size in bytes and modification time (ns)."""
+    stats = np.empty((len(paths), 2), dtype=np.int64)
+    for row, path in enumerate(paths):
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             raise ImageDecodeError(f"{path}: file not found (building the decoded image cache)") from None
-        digest.update(f"\n{path}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        stats[row] = (stat.st_size, stat.st_mtime_ns)
+    return stats
+
+
+def _layout(paths: Sequence[str | Path], size: int) -> str:
+    digest = hashlib.sha256(f"v{VERSION} size={size} n={len(paths)}".encode())
+    for path in paths:
+        digest.update(f"\n{path}".encode())
     return digest.hexdigest()
+
+
+def sources_fingerprint(paths: Sequence[str | Path], size: int, stats: np.ndarray | None = None) -> str:
+    """A hash of the sources in order (path, bytes, modification time) and the size: a cache
+    built from other files, or from the same files changed since, is not reused."""
+    stats = source_stats(paths) if stats is None else stats
+    return hashlib.sha256((_layout(paths, size) + np.ascontiguousarray(stats).tobytes().hex()).encode()).hexdigest()
 
 
 def decoded_pixels(path: str | Path, size: int) -> np.ndarray:
@@ -118,76 +133,99 @@ def ensure_decoded_cache(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / LOCK, "building the decoded image cache", wait_seconds, other="another training process"):
-        fingerprint = sources_fingerprint(paths, size)
-        cache = open_decoded_cache(folder, fingerprint)
+        stats = source_stats(paths)
+        cache = open_decoded_cache(folder, sources_fingerprint(paths, size, stats))
         if cache is not None:
             log.info("decoded image cache %s: %d images at %d px", folder, cache.count, size)
             return cache
-        return _build(paths, folder, size, fingerprint, workers, progress)
+        return _build(paths, folder, size, stats, workers, progress)
 
 
-def _start_or_resume(folder: Path, count: int, size: int, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
+def _start_or_resume(folder: Path, paths: Sequence[str | Path], size: int, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The partial pixel file and its filled-rows mask: resumed if an unfinished build of the
-    same sources is there, else new (anything else in the folder is removed first)."""
+    same paths at the same size is there (rows whose file changed since are to do again),
+    else new (anything else in the folder is removed first)."""
+    count, layout = len(paths), _layout(paths, size)
     building = read_json(folder / BUILDING) if (folder / BUILDING).is_file() else {}
-    if building.get("fingerprint") == fingerprint and (folder / PARTIAL).is_file() and (folder / FILLED).is_file():
+    parts = [folder / name for name in (PARTIAL, FILLED, SOURCES)]
+    if building.get("layout") == layout and all(part.is_file() for part in parts):
         pixels = np.lib.format.open_memmap(folder / PARTIAL, mode="r+")
-        filled = np.load(folder / FILLED)
-        if pixels.shape == (count, size, size, 3) and filled.shape == (count,):
-            log.info("resuming the decoded image cache %s: %d of %d images done", folder, int(filled.sum()), count)
+        filled, started = np.load(folder / FILLED), np.load(folder / SOURCES)
+        if pixels.shape == (count, size, size, 3) and filled.shape == (count,) and started.shape == stats.shape:
+            changed = (started != stats).any(axis=1)
+            filled &= ~changed
+            if changed.any():  # the mask first: a crash in between leaves those rows to do, not stale
+                _save_array(folder / FILLED, filled)
+                _save_array(folder / SOURCES, stats)
+            log.info("resuming the decoded image cache %s: %d of %d images done (%d sources changed)",
+                     folder, int(filled.sum()), count, int(changed.sum()))
             return pixels, filled
         del pixels
-    for name in (META, PIXELS, INDEX, PARTIAL, FILLED, BUILDING):
+    for name in (META, PIXELS, INDEX, PARTIAL, FILLED, SOURCES, BUILDING):
         (folder / name).unlink(missing_ok=True)
     needed = count * size * size * 3
     free = shutil.disk_usage(folder).free
     if needed > free:
         raise InputError(
-            f"the decoded image cache of {count:,} images at {size} px needs {needed / 2**30:.1f} GiB in {folder}, "
-            f"{free / 2**30:.1f} GiB are free: free space, point train.<dataset>.decoded_cache_dir at a larger "
+            f"the decoded image cache of {count:,} images at {size} px needs {_bytes(needed)} in {folder}, "
+            f"{_bytes(free)} are free: free space, point train.<dataset>.decoded_cache_dir at a larger "
             "disk, or use data_path: jpeg"
         )
-    write_json(folder / BUILDING, {"version": VERSION, "fingerprint": fingerprint, "count": count, "size": size})
+    write_json(folder / BUILDING, {"version": VERSION, "layout": layout, "count": count, "size": size})
+    _save_array(folder / SOURCES, stats)
     pixels = np.lib.format.open_memmap(folder / PARTIAL, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
     return pixels, np.zeros(count, dtype=bool)
 
 
-def _save_mask(path: Path, filled: np.ndarray) -> None:
+def _bytes(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
-    np.save(buffer, filled)
+    np.save(buffer, array)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _build(paths: Sequence[str | Path], folder: Path, size: int, fingerprint: str, workers: int,
+def _decode_rows(paths: Sequence[str | Path], size: int, pixels: np.ndarray, filled: np.ndarray, todo: np.ndarray,
+                 mask_path: Path, workers: int, bar: Any) -> None:
+    """Decode rows ``todo`` into ``pixels`` chunk by chunk, saving ``filled`` after each."""
+
+    def decode(row: int) -> None:  # PIL decodes and resizes without the GIL: threads scale
+        pixels[row] = decoded_pixels(paths[row], size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(todo), CHUNK):
+            rows = todo[start : start + CHUNK]
+            try:
+                list(pool.map(decode, rows))
+            except ImageDecodeError as error:
+                raise ImageDecodeError(f"building the decoded image cache: {error}; fix or remove the image "
+                                       "(the build resumes from where it stopped)") from error
+            pixels.flush()  # the rows are on disk before the mask says so
+            filled[rows] = True
+            _save_array(mask_path, filled)
+            if bar is not None:
+                bar.update(len(rows))
+            elif (start // CHUNK) % max(1, len(todo) // CHUNK // 10) == 0:  # about 10 log lines without a bar
+                log.info("decoded %d of %d images", int(filled.sum()), len(filled))
+
+
+def _build(paths: Sequence[str | Path], folder: Path, size: int, stats: np.ndarray, workers: int,
            progress: bool) -> DecodedCache:
     count = len(paths)
-    pixels, filled = _start_or_resume(folder, count, size, fingerprint)
+    pixels, filled = _start_or_resume(folder, paths, size, stats)
     todo = np.flatnonzero(~filled)
-    log.info("decoding %d images into %s (%d x %d px, %.1f GiB)", len(todo), folder, size, size,
-             count * size * size * 3 / 2**30)
+    log.info("decoding %d images into %s (%d x %d px, %s)", len(todo), folder, size, size,
+             _bytes(count * size * size * 3))
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=count, initial=count - len(todo), desc="decoding images", unit="img")
 
-    def decode(row: int) -> None:  # PIL decodes and resizes without the GIL: threads scale
-        pixels[row] = decoded_pixels(paths[row], size)
-
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for start in range(0, len(todo), CHUNK):
-                rows = todo[start : start + CHUNK]
-                try:
-                    list(pool.map(decode, rows))
-                except ImageDecodeError as error:
-                    raise ImageDecodeError(f"building the decoded image cache: {error}; fix or remove the image "
-                                           "(the build resumes from where it stopped)") from error
-                pixels.flush()  # the rows are on disk before the mask says so
-                filled[rows] = True
-                _save_mask(folder / FILLED, filled)
-                if bar is not None:
-                    bar.update(len(rows))
+        _decode_rows(paths, size, pixels, filled, todo, folder / FILLED, workers, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -197,7 +235,8 @@ def _build(paths: Sequence[str | Path], folder: Path, size: int, fingerprint: st
         os.fsync(handle.fileno())
     write_parquet(folder / INDEX, pa.table({"row": np.arange(count), "path": [str(p) for p in paths]}))
     os.replace(folder / PARTIAL, folder / PIXELS)
+    fingerprint = sources_fingerprint(paths, size, stats)
     write_json(folder / META, {"version": VERSION, "fingerprint": fingerprint, "count": count, "size": size})
-    (folder / FILLED).unlink(missing_ok=True)
-    (folder / BUILDING).unlink(missing_ok=True)
+    for name in (FILLED, SOURCES, BUILDING):
+        (folder / name).unlink(missing_ok=True)
     return DecodedCache(folder, size, count)
