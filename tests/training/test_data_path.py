@@ -18,6 +18,7 @@ from sdl.data.decoded_dataset import DecodedImageDataset
 from sdl.training.data_path import decoded_cache_folder, training_images
 from sdl.training.device import device_batches
 from sdl.training.loop import CHECKPOINT_FILE, TrainData, train
+from tests.helpers.gpu import needs_cuda
 from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -110,3 +111,23 @@ def test_the_data_path_in_the_fingerprint():
     assert cached != base and TrainConfig(data_path="uint8_cache", decoded_cache_dir="/y").fingerprint() == cached
     with pytest.raises(ValueError, match="data_path"):
         TrainConfig(data_path="png")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- CUDA (device machine only)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cached_run_on_cuda_normalises_on_the_device(data, tmp_path):
+    """On CUDA the uint8 batches are copied as bytes on the side stream and normalised there:
+    the same inputs as the CPU normalisation, and a cached run tracks the JPEG run (bf16 and
+    cuDNN need not repeat bit for bit)."""
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8).pin_memory()
+    targets = torch.ones(4, 2).pin_memory()
+    (on_device, _), = list(device_batches([(images, targets)], torch.device("cuda"), True, (MEAN, STD)))
+    (on_cpu, _), = list(device_batches([(images, targets)], torch.device("cpu"), True, (MEAN, STD)))
+    assert torch.equal(on_device.cpu(), on_cpu)
+    config = dataclasses.replace(CONFIG, device="cuda", num_workers=2)
+    jpeg = train(config, data, tmp_path / "jpeg", progress=False)
+    cached = train(dataclasses.replace(config, data_path="uint8_cache"), data, tmp_path / "cached", progress=False)
+    assert np.allclose([h["train_loss"] for h in cached.history], [h["train_loss"] for h in jpeg.history], rtol=1e-2)

@@ -153,7 +153,46 @@ def test_stage_relaunches_under_torchrun(monkeypatch, tmp_path):
     for name in ("manifest", "split", "wordvecs", "state", "model", "metrics", "history"):
         argv += [f"--{name}", str(tmp_path / name)]  # never read: the launcher returns first
     assert train_stage.main(argv) == 7
-    assert calls == [("stages.train", argv, 2)]
+    assert calls == [("stages.train", argv, distributed.Launch(2))]
+    # one process per machine on two machines: the stage launches too, with the rendezvous
+    params["train"]["embedded"].update({"nproc_per_node": 1, "nnodes": 2, "rdzv_endpoint": "node0:29400"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    calls.clear()
+    assert train_stage.main(argv) == 7
+    assert calls == [("stages.train", argv, distributed.Launch(1, 2, "node0:29400", "4242", 1))]
+
+
+def test_launch_from_params_and_environment():
+    one = TrainConfig(nproc_per_node=2, device="cpu")
+    assert distributed.launch_for(one, {}) == distributed.Launch(2)
+    two = dataclasses.replace(one, nnodes=2)
+    with pytest.raises(ValueError, match="rdzv_endpoint.*SDL_RDZV_ENDPOINT"):
+        distributed.launch_for(two, {})
+    env = {"SDL_RDZV_ENDPOINT": "10.0.0.1:29400", "SLURM_JOB_ID": "77", "SLURM_NODEID": "0"}
+    assert distributed.launch_for(two, env) == distributed.Launch(2, 2, "10.0.0.1:29400", "77", 0)
+    params_win = dataclasses.replace(two, rdzv_endpoint="head:1234", rdzv_id="run-a")
+    assert distributed.launch_for(params_win, {**env, "SDL_NODE_RANK": "1"}) == distributed.Launch(2, 2, "head:1234", "run-a", 1)
+    assert distributed.launch_for(params_win, {}).node_rank is None  # torchrun then guesses who hosts the store
+    for bad in ({"SDL_RDZV_ENDPOINT": "no-port"}, {"SDL_RDZV_ENDPOINT": "h:1", "SDL_NODE_RANK": "2"}):
+        with pytest.raises(ValueError, match="SDL_"):
+            distributed.launch_for(two, bad)
+    for bad_config in ({"nnodes": 0}, {"nnodes": True}, {"rdzv_endpoint": "host"}, {"rdzv_endpoint": "h:99999"}):
+        with pytest.raises(ValueError, match="nnodes|rdzv_endpoint"):
+            TrainConfig(**bad_config)  # type: ignore[arg-type]
+
+
+def test_multi_node_torchrun_command():
+    launch = distributed.Launch(4, 2, "node0:29400", "job-9", 1)
+    command = distributed.torchrun_command("stages.train", ["--dataset", "x"], launch)
+    assert "--standalone" not in command and command[-4:] == ["-m", "stages.train", "--dataset", "x"]
+    assert {"--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d", "--rdzv_endpoint=node0:29400",
+            "--rdzv_id=job-9", "--rdzv_conf=is_host=false"} <= set(command)
+    host = distributed.torchrun_command("m", [], distributed.Launch(1, 2, "node0:29400", "j", 0))
+    assert "--rdzv_conf=is_host=true" in host
+    unknown = distributed.torchrun_command("m", [], distributed.Launch(1, 2, "node0:29400", "j", None))
+    assert not any(arg.startswith("--rdzv_conf") for arg in unknown)
 
 
 # --------------------------------------------------------------------------- DDP equivalence
@@ -283,6 +322,59 @@ def test_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     state = torch.load(root / "ddp" / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (2, 0)
     assert (root / "ddp" / "best" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def two_node_run(ddp_runs):
+    """The reference run's settings on 2 "machines" x 1 process: two torchrun launchers, node
+    ranks 0 and 1, as sdl.training.distributed starts them, meeting at a c10d rendezvous on
+    127.0.0.1 (gloo)."""
+    import pickle
+
+    root, reference, _, _ = ddp_runs
+    spec = {
+        "config": CONFIG, "data": _data(root / "node-images"), "runs": {"fresh": str(root / "nodes")},
+        "callbacks": str(root / "node-callbacks.txt"), "results": str(root / "node-results-{rank}.json"),
+    }
+    (root / "node-spec.pkl").write_bytes(pickle.dumps(spec))
+    (root / "ddp_worker.py").write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(root)]), "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{_free_port()}"
+    launchers = []
+    for node_rank in (0, 1):
+        launch = distributed.Launch(nproc_per_node=1, nnodes=2, rdzv_endpoint=endpoint, rdzv_id="two-nodes",
+                                    node_rank=node_rank)
+        command = distributed.torchrun_command("ddp_worker", [str(root / "node-spec.pkl")], launch)
+        launchers.append(subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = []
+    try:
+        for launcher in launchers:
+            outputs.append(launcher.communicate(timeout=300))  # waits for the launcher to exit
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                launcher.kill()
+    for launcher, (out, err) in zip(launchers, outputs, strict=True):
+        assert launcher.returncode == 0, out[-3000:] + err[-5000:]
+    results = [json.loads((root / f"node-results-{rank}.json").read_text()) for rank in range(2)]
+    return root, reference, results
+
+
+def test_two_nodes_match_one_process_with_the_global_batch(two_node_run):
+    """2 machines x 1 process (4 images each) = 1 process with the global batch of 8."""
+    root, reference, results = two_node_run
+    fresh = results[0]["fresh"]
+    single_loss = [h["train_loss"] for h in reference.history]
+    node_loss = [h["train_loss"] for h in fresh["history"]]
+    assert np.allclose(node_loss, single_loss, rtol=LOSS_RTOL, atol=0), (node_loss, single_loss)
+    diff = _max_weight_diff(root / "nodes", root / "single")
+    print(f"\n2 nodes x 1 process (c10d on 127.0.0.1, gloo) vs 1 process (8 images), 2 epochs x 3 steps: "
+          f"max |loss diff| {max(abs(a - b) for a, b in zip(node_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
+    assert diff < WEIGHT_ATOL
+    assert results[1] == results[0]
+    lines = [line for line in (root / "node-callbacks.txt").read_text().split("\n") if line]
+    assert lines == ["fresh 1 rank0", "fresh 2 rank0"]  # one rank of the two machines tracks the run
 
 
 def test_ddp_resumes_mid_epoch_from_a_one_process_checkpoint(ddp_runs):
