@@ -165,6 +165,12 @@ class TensorRandAugment:
         self._lock = threading.Lock()
         self._f = _functional()
 
+    def __getstate__(self) -> dict[str, Any]:  # to a spawned loader worker: without the caches
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__()  # type: ignore[misc]
+
     def __call__(self, image: torch.Tensor, seed: int) -> torch.Tensor:
         _, height, width = image.shape
         for op in draw_ops(seed, height, width):

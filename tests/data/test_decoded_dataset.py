@@ -83,3 +83,12 @@ def test_loader_workers_give_the_main_processes_batches(cache):
 def test_targets_must_match_the_cache(cache):
     with pytest.raises(ValueError, match="12 cached images but 3 target rows"):
         DecodedImageDataset(cache, _targets(3))
+
+
+def test_spawned_loader_workers_give_the_same_batches(cache):
+    """A spawned worker (macOS' default) gets the dataset pickled: the cache maps its file
+    again, RandAugment's tables are made again; the batches are the main process's."""
+    dataset = DecodedImageDataset(cache, _targets(len(cache)), augment=AugmentConfig(randaugment=True), seed=3)
+    main = [batch for batch in DataLoader(dataset, batch_size=6)]  # the main process's tables are filled now
+    spawned = DataLoader(dataset, batch_size=6, num_workers=1, multiprocessing_context="spawn")
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(main, spawned, strict=True))

@@ -18,8 +18,8 @@ from sdl.data.decoded_dataset import DecodedImageDataset
 from sdl.training.data_path import decoded_cache_folder, training_images
 from sdl.training.device import device_batches
 from sdl.training.loop import CHECKPOINT_FILE, TrainData, train
+from tests.helpers.ddp import ddp_data
 from tests.helpers.gpu import needs_cuda
-from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -29,25 +29,9 @@ def _one_thread(one_torch_thread: None) -> None:
     """Every test here runs on one torch thread (see tests/conftest.py)."""
 
 
-def _multi_hot(tag_lists: list[list[str]], vocabulary: list[str]) -> np.ndarray:
-    out = np.zeros((len(tag_lists), len(vocabulary)), dtype=np.float32)
-    for i, tags in enumerate(tag_lists):
-        out[i, [vocabulary.index(t) for t in tags]] = 1.0
-    return out
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> TrainData:
-    root = tmp_path_factory.mktemp("squares")
-    train_paths, train_tags = make_tagged_images(root / "train", 24, SEEN, seed=0)
-    val_paths, val_tags = make_tagged_images(root / "val", 8, SEEN + UNSEEN, seed=1)
-    vectors = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return TrainData(
-        train_paths=train_paths, train_targets=_multi_hot(train_tags, SEEN), seen_vectors=vectors[:4],
-        val_paths=val_paths, val_targets=_multi_hot(val_tags, SEEN + UNSEEN), all_vectors=vectors,
-        seen_index=np.arange(4), unseen_index=np.arange(4, 6),
-    )
+    return ddp_data(tmp_path_factory.mktemp("squares"))  # 24 + 8 images of coloured squares
 
 
 CONFIG = TrainConfig(
