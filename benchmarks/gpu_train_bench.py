@@ -22,14 +22,21 @@ clock on the CPU):
   BCEWithLogits;
 - ``forward``: the SDL model's forward pass alone (inference mode, eval BatchNorm);
 
+- ``epsilon`` (synthetic, on CUDA, where the Epsilon family is in this checkout): Epsilon's step,
+  ViT-B/16 at 224 px, random weights, frozen backbone, batch ``--epsilon-batch`` (96);
+
 first on ``synthetic`` tensors already on the device (random images, 1-15 positives per
-image), then on the ``real`` data path: a generated pre-resized JPEG cache (short side 256,
-as the ``download`` stage's ``cache_short_side``) read through ``TaggedImageDataset`` (paper
-augmentation: flips, cutout, RandAugment) and a DataLoader with ``--workers`` persistent,
-pinned-memory workers, copied to the device on a side stream as ``sdl.training.loop`` does. The
-loader alone (no model) is timed too. Prints a Markdown table of images/s, the ratios
-SDL/BCE (target >= 0.95) and real/synthetic (target >= 0.9), and writes JSON to
-``--json`` or ``$OUT/gpu_train_bench.json`` when ``$OUT`` is set.
+image), then on the ``real`` data path (``train.<d>.data_path: jpeg``): a generated
+pre-resized JPEG cache (short side 256, as the ``download`` stage's ``cache_short_side``) read
+through ``TaggedImageDataset`` (paper augmentation: flips, cutout, RandAugment) and a
+DataLoader with ``--workers`` persistent, pinned-memory workers, copied to the device on a
+side stream as ``sdl.training.loop`` does; then on ``real_cache`` (``data_path:
+uint8_cache``): the same JPEGs decoded once into ``sdl.data.decoded_cache`` (the build is
+timed), read through ``DecodedImageDataset`` (the same augmentation on uint8 tensors), moved
+as uint8 and normalised on the device by ``device_batches``. Each loader alone (no model) is
+timed too. Prints a Markdown table of images/s, the ratios SDL/BCE (target >= 0.95) and
+real/synthetic for both data paths (target >= 0.9), and writes JSON to ``--json`` or
+``$OUT/gpu_train_bench.json`` when ``$OUT`` is set.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ ensure_torchvision_importable()
 import timm  # noqa: E402
 
 from sdl.data.dataset import AugmentConfig, TaggedImageDataset  # noqa: E402
+from sdl.data.decoded_cache import ensure_decoded_cache  # noqa: E402
+from sdl.data.decoded_dataset import DecodedImageDataset  # noqa: E402
 from sdl.losses import create_loss  # noqa: E402
 from sdl.models import create_model  # noqa: E402
 from sdl.training.device import device_batches  # noqa: E402
@@ -88,7 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto")
     parser.add_argument("--no-channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models (adds compile time)")
-    parser.add_argument("--only", nargs="+", choices=("synthetic", "real"), default=["synthetic", "real"])
+    parser.add_argument("--only", nargs="+", choices=("synthetic", "real", "real_cache"),
+                        default=["synthetic", "real", "real_cache"])
+    parser.add_argument("--epsilon-backbone", default="vit_base_patch16_224")
+    parser.add_argument("--epsilon-batch", type=int, default=96)
+    parser.add_argument("--epsilon-rows", type=int, default=8)
     parser.add_argument("--json", default=None, help="write the results here (default: $OUT/gpu_train_bench.json)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser.parse_args(argv)
@@ -144,6 +157,9 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[nn
     autocast, scaler, _ = amp_setting(device, args.amp)
     if kind == "bce":
         model: nn.Module = BCEModel(args.backbone, args.tags)
+    elif kind == "epsilon":
+        model = create_model(args.epsilon_backbone, args.epsilon_rows, args.dim, pretrained=False,  # type: ignore[call-arg]
+                             image_size=args.image_size, family="epsilon")
     else:
         model = create_model(args.backbone, args.rows, args.dim, pretrained=False, image_size=args.image_size)
     model = model.to(device)
@@ -164,12 +180,12 @@ def build(kind: str, args: argparse.Namespace, device: torch.device) -> tuple[nn
     model.train()
     fused = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.Adam(parameter_groups(model, 3e-4), lr=1e-4, **fused)
-    if kind in ("sdl", "sdl_sized"):
+    if kind in ("sdl", "sdl_sized", "epsilon"):
         vectors = torch.nn.functional.normalize(
             torch.randn(args.tags, args.dim, generator=torch.Generator().manual_seed(1)), dim=1
         ).to(device)
         # As sdl.training.loop: on CUDA the training set's largest label count bounds the positives.
-        bound = {"max_positives": args.max_positives} if kind == "sdl" and device.type == "cuda" else {}
+        bound = {"max_positives": args.max_positives} if kind != "sdl_sized" and device.type == "cuda" else {}
         sdl = create_loss("sdl", reg_lambda=0.3, variant="paper", reduction="max", **bound)
 
         def loss_fn(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -206,12 +222,22 @@ def synthetic_batches(args: argparse.Namespace, device: torch.device) -> Iterato
     return itertools.cycle(batches)
 
 
-def real_loader(args: argparse.Namespace, device: torch.device, cache: list[Path]) -> DataLoader:
-    model_config = create_model(args.backbone, 1, 1, pretrained=False, image_size=args.image_size).config
+def mean_std(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    config = create_model(args.backbone, 1, 1, pretrained=False, image_size=args.image_size).config
+    return tuple(config.mean), tuple(config.std)
+
+
+def real_dataset(args: argparse.Namespace, cache: list[Path], decoded: Any = None) -> torch.utils.data.Dataset:
+    """The JPEG path's training set over ``cache``, or with ``decoded`` the uint8 cache's."""
     targets = bench_common.random_targets(len(cache), args.tags, args.max_positives, seed=2)
     augment = AugmentConfig(hflip=True, cutout_p=0.5, cutout_factor=0.5, randaugment=not args.no_randaugment)
-    dataset = TaggedImageDataset(cache, targets, args.image_size, model_config.mean, model_config.std,
-                                 augment=augment, seed=0)
+    if decoded is not None:
+        return DecodedImageDataset(decoded, targets, augment=augment, seed=0)
+    mean, std = mean_std(args)
+    return TaggedImageDataset(cache, targets, args.image_size, mean, std, augment=augment, seed=0)
+
+
+def real_loader(args: argparse.Namespace, device: torch.device, dataset: torch.utils.data.Dataset) -> DataLoader:
     workers = args.workers
     return DataLoader(
         dataset, batch_size=args.batch_size, sampler=RandomSampler(dataset, replacement=True, num_samples=10**9),
@@ -221,7 +247,8 @@ def real_loader(args: argparse.Namespace, device: torch.device, cache: list[Path
 
 
 def real_batches(loader: DataLoader, args: argparse.Namespace, device: torch.device) -> Iterator:
-    return device_batches(loader, device, not args.no_channels_last)  # sdl.training.loop's copy path
+    # sdl.training.loop's copy path; uint8 batches (the decoded cache) are normalised on the device
+    return device_batches(loader, device, not args.no_channels_last, mean_std(args))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -231,11 +258,14 @@ def measure(step: Callable, batches: Iterator, args: argparse.Namespace, device:
     for _ in range(args.warmup):
         step(*next(batches))
     result: dict[str, float] = {}
+    images = 0
     with Timer(device).measure(result):
         for _ in range(args.steps):
-            step(*next(batches))
+            batch = next(batches)
+            images += len(batch[0])
+            step(*batch)
     seconds = result["seconds"]
-    return {"images_per_second": args.steps * args.batch_size / seconds, "ms_per_step": 1e3 * seconds / args.steps}
+    return {"images_per_second": images / seconds, "ms_per_step": 1e3 * seconds / args.steps}
 
 
 def measure_loader(loader_iter: Iterator, args: argparse.Namespace) -> dict[str, float]:
@@ -246,6 +276,54 @@ def measure_loader(loader_iter: Iterator, args: argparse.Namespace) -> dict[str,
         next(loader_iter)
     seconds = time.perf_counter() - begin
     return {"images_per_second": args.steps * args.batch_size / seconds, "ms_per_step": 1e3 * seconds / args.steps}
+
+
+def epsilon_available() -> bool:
+    """Whether this checkout has the Epsilon model family (``create_model(..., family=...)``)."""
+    import inspect
+
+    return "family" in inspect.signature(create_model).parameters
+
+
+def measure_synthetic(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    batches = synthetic_batches(args, device)
+    with_epsilon = epsilon_available() and device.type == "cuda"  # ViT-B/16 at 224 px: a GPU figure
+    kinds = ["sdl", "sdl_sized", "bce", "forward"] + (["epsilon"] if with_epsilon else [])
+    for kind in kinds:
+        model, step = build(kind, args, device)
+        source = batches
+        if kind == "epsilon":  # its own batch size: the first images and targets of each batch
+            source = ((images[: args.epsilon_batch], targets[: args.epsilon_batch]) for images, targets in batches)
+        out[kind] = measure(step, source, args, device)
+        print(f"synthetic {kind}: {out[kind]['images_per_second']:.4g} images/s", flush=True)
+        del model, step
+        release(device)
+    if "epsilon" not in out:
+        print("synthetic epsilon: not measured (" + ("no Epsilon model family in this checkout" if not epsilon_available()
+              else "a GPU figure: CUDA only") + ")", flush=True)
+    del batches
+    release(device)
+    return out
+
+
+def measure_real(name: str, dataset: torch.utils.data.Dataset, kinds: tuple[str, ...], args: argparse.Namespace,
+                 device: torch.device) -> dict[str, dict[str, float]]:
+    """The loader alone, then each step kind fed by it (through device_batches)."""
+    loader = real_loader(args, device, dataset)
+    loader_iter = iter(loader)
+    out = {"loader": measure_loader(loader_iter, args)}
+    print(f"{name} loader alone: {out['loader']['images_per_second']:.0f} images/s", flush=True)
+    batches = real_batches(loader_iter, args, device)
+    for kind in kinds:
+        model, step = build(kind, args, device)
+        out[kind] = measure(step, batches, args, device)
+        print(f"{name} {kind}: {out[kind]['images_per_second']:.4g} images/s", flush=True)
+        del model, step
+        release(device)
+    batches.close()
+    del loader_iter, loader
+    return out
 
 
 def release(device: torch.device) -> None:
@@ -282,41 +360,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     if "synthetic" in args.only:
-        results["synthetic"] = {}
-        batches = synthetic_batches(args, device)
-        for kind in ("sdl", "sdl_sized", "bce", "forward"):
-            model, step = build(kind, args, device)
-            results["synthetic"][kind] = measure(step, batches, args, device)
-            print(f"synthetic {kind}: {results['synthetic'][kind]['images_per_second']:.4g} images/s", flush=True)
-            del model, step
-            release(device)
-        del batches
-        release(device)
-
+        results["synthetic"] = measure_synthetic(args, device)
     cache_info: dict[str, Any] = {}
-    if "real" in args.only:
+    if {"real", "real_cache"} & set(args.only):
         with contextlib.ExitStack() as stack:
             folder = Path(args.cache_dir) if args.cache_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             begin = time.perf_counter()
-            cache = bench_common.make_jpeg_cache(folder, args.cache_images, short_side)
+            cache = bench_common.make_jpeg_cache(folder / "jpeg", args.cache_images, short_side)
             sizes = [p.stat().st_size for p in cache]
             cache_info = {"images": len(cache), "short_side": short_side, "mean_kib": float(np.mean(sizes)) / 1024,
                           "seconds_to_build": time.perf_counter() - begin}
             print(f"JPEG cache: {len(cache)} images, short side {short_side}, mean {cache_info['mean_kib']:.1f} KiB, "
                   f"built in {cache_info['seconds_to_build']:.1f} s", flush=True)
-            loader = real_loader(args, device, cache)
-            loader_iter = iter(loader)
-            results["real"] = {"loader": measure_loader(loader_iter, args)}
-            print(f"real loader alone: {results['real']['loader']['images_per_second']:.0f} images/s", flush=True)
-            batches = real_batches(loader_iter, args, device)
-            for kind in ("sdl", "bce", "forward"):
-                model, step = build(kind, args, device)
-                results["real"][kind] = measure(step, batches, args, device)
-                print(f"real {kind}: {results['real'][kind]['images_per_second']:.4g} images/s", flush=True)
-                del model, step
-                release(device)
-            batches.close()
-            del loader_iter, loader
+            if "real" in args.only:
+                results["real"] = measure_real("real", real_dataset(args, cache), ("sdl", "bce", "forward"), args, device)
+            if "real_cache" in args.only:
+                begin = time.perf_counter()
+                decoded = ensure_decoded_cache(cache, folder / "decoded", args.image_size, workers=os.cpu_count() or 1)
+                cache_info["decoded_seconds_to_build"] = time.perf_counter() - begin
+                cache_info["decoded_images_per_second"] = len(cache) / cache_info["decoded_seconds_to_build"]
+                print(f"decoded uint8 cache at {args.image_size} px built at "
+                      f"{cache_info['decoded_images_per_second']:.0f} images/s ({os.cpu_count()} threads)", flush=True)
+                dataset = real_dataset(args, cache, decoded)
+                results["real_cache"] = measure_real("real_cache", dataset, ("sdl",), args, device)
 
     summary = report(results, args)
     payload = {
@@ -355,11 +421,17 @@ def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Names
     if sized and fixed:
         ratios["sdl_over_sdl_sized_synthetic"] = fixed / sized
         lines.append(f"- SDL loss with fixed shapes / sized from each batch (synthetic): {fixed / sized:.3f}")
-    for kind in ("sdl", "bce", "forward"):
-        real, synthetic = rate("real", kind), rate("synthetic", kind)
-        if real and synthetic:
-            ratios[f"real_over_synthetic_{kind}"] = real / synthetic
-            lines.append(f"- real / synthetic ({kind}): {real / synthetic:.3f}" + (" (target >= 0.9)" if kind == "sdl" else ""))
+    for data in ("real", "real_cache"):
+        for kind in ("sdl", "bce", "forward"):
+            real, synthetic = rate(data, kind), rate("synthetic", kind)
+            if real and synthetic:
+                ratios[f"{data}_over_synthetic_{kind}"] = real / synthetic
+                lines.append(f"- {data} / synthetic ({kind}): {real / synthetic:.3f}" + (" (target >= 0.9)" if kind == "sdl" else ""))
+    epsilon, sdl_rate = rate("synthetic", "epsilon"), rate("synthetic", "sdl")
+    if epsilon and sdl_rate:
+        ratios["epsilon_over_sdl_synthetic"] = epsilon / sdl_rate
+        lines.append(f"- Epsilon ({args.epsilon_backbone}, batch {args.epsilon_batch}) / SDL ({args.backbone}, "
+                     f"batch {args.batch_size}), images/s (synthetic): {epsilon / sdl_rate:.3f}")
     if lines:
         print("\n" + "\n".join(lines))
     return ratios

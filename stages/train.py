@@ -9,7 +9,9 @@ With ``train.<dataset>.nproc_per_node`` above 1 (or ``auto`` with several GPUs v
 stage re-launches itself under ``python -m torch.distributed.run --standalone
 --nproc_per_node N -m stages.train <same arguments>`` and returns its exit status; inside,
 every rank trains, and rank 0 alone logs to MLflow and writes the model and metrics
-(``sdl.training.distributed``).
+(``sdl.training.distributed``). With ``train.<dataset>.nnodes`` above 1 the same command runs
+on every machine and joins torchrun's c10d rendezvous (README, "Training on several GPUs /
+machines").
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(__doc__, PATHS, argv)
     setup_logging()
     params = load_dataset(args.params, args.dataset)
-    nproc = distributed.resolve_nproc(params.train.nproc_per_node, params.train.device)
-    if nproc > 1 and not distributed.launched_by_torchrun():
-        return distributed.relaunch("stages.train", list(sys.argv[1:] if argv is None else argv), nproc)
+    launch = distributed.launch_for(params.train)
+    if launch.processes > 1 and not distributed.launched_by_torchrun():
+        return distributed.relaunch("stages.train", list(sys.argv[1:] if argv is None else argv), launch)
     train_tracked(args.dataset, params, **{name: getattr(args, name) for name in PATHS}, progress=interactive())
     return 0
 

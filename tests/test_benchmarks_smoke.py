@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import torch
 
 from tests.helpers.gpu import needs_cuda
 
@@ -51,11 +53,16 @@ def test_bench_evaluation_agrees_with_the_released_path():
 
 
 def test_bench_loader_runs(capsys):
+    """Both data paths side by side (the JPEG path and the decoded uint8 cache), per core and per worker."""
     out = _load("bench_loader").main(["--workers", "0", "1", "--images", "16", "--batch-size", "8",
-                                      "--cache-images", "16", "--skip-randaugment-off"])
+                                      "--cache-images", "16", "--skip-randaugment-off", "--embedded", "/nonexistent"])
     assert out["per_worker"] > 0
+    paths = {name.split(":")[0] for name in out["per_core"]}
+    assert paths == {"jpeg", "uint8_cache"} and all(v["cpu"] > 0 and v["wall"] > 0 for v in out["per_core"].values())
+    assert all("RandAugment" in name for name in out["per_core"])  # --skip-randaugment-off: the paper's only
+    assert set(out["workers_needed"]) == set(out["per_core"]) and out["facts"]["build_images_per_second"] > 0
     printed = capsys.readouterr().out
-    assert "workers needed (per GPU)" in printed and "STATED" in printed
+    assert "workers needed (per GPU)" in printed and "STATED" in printed and "img / CPU-s" in printed
 
 
 def test_bench_pipeline_stage_times():
@@ -73,10 +80,13 @@ def test_gpu_train_bench_on_the_cpu_with_a_tiny_backbone(tmp_path):
         "--device", "cpu", "--steps", "1", "--warmup", "1", "--batch-size", "4", "--image-size", "64",
         "--backbone", "test_efficientnet", "--workers", "1", "--json", str(out),
     ])
-    assert set(payload["results"]) == {"synthetic", "real"}
+    assert set(payload["results"]) == {"synthetic", "real", "real_cache"}
     assert set(payload["results"]["real"]) == {"loader", "sdl", "bce", "forward"}
-    assert set(payload["results"]["synthetic"]) == {"sdl", "sdl_sized", "bce", "forward"}
-    assert {"sdl_over_bce_synthetic", "sdl_over_bce_real", "real_over_synthetic_sdl"} <= set(payload["ratios"])
+    assert set(payload["results"]["real_cache"]) == {"loader", "sdl"}  # the decoded uint8 cache
+    assert set(payload["results"]["synthetic"]) == {"sdl", "sdl_sized", "bce", "forward"}  # no Epsilon on the CPU
+    assert {"sdl_over_bce_synthetic", "sdl_over_bce_real", "real_over_synthetic_sdl",
+            "real_cache_over_synthetic_sdl"} <= set(payload["ratios"])
+    assert payload["cache"]["decoded_images_per_second"] > 0
     assert json.loads(out.read_text())["results"]["synthetic"]["sdl"]["images_per_second"] > 0
 
 
@@ -90,6 +100,7 @@ def test_gpu_train_bench_cpu_smoke_as_documented(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SDL / BCE (synthetic)" in done.stdout and "real / synthetic (sdl)" in done.stdout
+    assert "real_cache / synthetic (sdl)" in done.stdout
     assert json.loads((tmp_path / "bench.json").read_text())["args"]["backbone"] == "tresnet_m"
 
 
@@ -110,3 +121,25 @@ def test_bench_epsilon_times_every_step_on_the_same_batch(capsys):
     assert all(r["min_ms"] > 0 for r in results.values())
     assert out["tiny"]["trainable"]["epsilon"] > 0 and out["tiny"]["frozen"] > 0
     assert "SDL step / Epsilon step" in capsys.readouterr().out
+
+
+def test_gpu_decode_check_helpers_and_cpu_skip(capsys):
+    module = _load("gpu_decode_check")
+    a = np.array([[0, 10, 20, 255]], dtype=np.uint8)
+    b = np.array([[1, 10, 23, 250]], dtype=np.uint8)
+    assert module.pixel_difference(a, b) == {"max": 5, "mean": 9 / 4, "share_over_1": 0.5, "share_over_2": 0.5}
+    assert module.pooled([module.pixel_difference(a, b), module.pixel_difference(a, a)])["max"] == 5
+    with pytest.raises(ValueError, match="shapes differ"):
+        module.pixel_difference(a, b[:, :2])
+    if not torch.cuda.is_available():
+        assert module.main(["--images", "8"]) == {"skipped": "no CUDA device"}
+        assert "needs a CUDA GPU" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_decode_check_on_cuda(tmp_path):
+    out = _load("gpu_decode_check").main(["--images", "64", "--batch-size", "16", "--compare", "8", "--repeats", "1",
+                                          "--json", str(tmp_path / "decode.json")])
+    assert out["normalizer_cuda_equals_cpu"] is True
+    assert out["nvjpeg_vs_pil"]["mean"] < 2.0 and out["nvjpeg_decode_images_per_second"] > 0

@@ -21,6 +21,7 @@ from sdl.config.metric_names import MetricName
 MODEL_FAMILIES = ("sdl", "epsilon")
 SCHEDULES = ("one_cycle", "step")
 TOKEN_CACHES = ("float32", "float16")
+DATA_PATHS = ("jpeg", "uint8_cache")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,20 @@ class TrainConfig:
     pin_memory: bool = True  # page-locked loader batches (CUDA only)
     persistent_workers: bool = True  # loader workers live across epochs (num_workers > 0)
     prefetch_factor: int = 2  # batches each worker prepares ahead (num_workers > 0; shared memory!)
+    # How the training images are read. "jpeg": each image decoded, resized and augmented with
+    # PIL every epoch (sdl.data.dataset). "uint8_cache": decoded once into a memory-mapped uint8
+    # file at image_size (sdl.data.decoded_cache; in --state, or in decoded_cache_dir), augmented
+    # on uint8 tensors with the same draws (sdl.data.tensor_augment), normalised on the device.
+    # The same pixels and draws; RandAugment's pixels differ within its tolerances (BENCHMARKS.md).
+    data_path: Literal["jpeg", "uint8_cache"] = "jpeg"
+    decoded_cache_dir: str | None = None  # null: <state>/decoded-<image_size>px
+    # Several machines (torchrun's c10d rendezvous; sdl.training.distributed): nnodes machines
+    # of nproc_per_node processes each, meeting at rdzv_endpoint ("host:port" of the first
+    # machine; null: $SDL_RDZV_ENDPOINT) under the job id rdzv_id (null: $SDL_RDZV_ID,
+    # $SLURM_JOB_ID, or "sdl-train"). A machine's rank comes from $SDL_NODE_RANK or $SLURM_NODEID.
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("num_rows", "image_size", "epochs", "batch_size", "eval_batch_size")
@@ -112,8 +127,16 @@ class TrainConfig:
             raise ValueError(f"train.nproc_per_node must be an integer >= 1 or 'auto', got {self.nproc_per_node!r}")
         if self.prefetch_factor < 1:
             raise ValueError(f"train.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.token_cache is not None and self.data_path != "jpeg":
+            raise ValueError("train.token_cache holds un-augmented tokens of the images: it needs data_path: jpeg")
         if self.released_checkpoint and self.model != "sdl":
             raise ValueError(f"released_checkpoint is an SDL checkpoint: it needs model: sdl, got {self.model!r}")
+        if self.data_path not in DATA_PATHS:
+            raise ValueError(f"train.data_path must be one of {list(DATA_PATHS)}, got {self.data_path!r}")
+        if isinstance(self.nnodes, bool) or not isinstance(self.nnodes, int) or self.nnodes < 1:
+            raise ValueError(f"train.nnodes must be an integer >= 1, got {self.nnodes!r}")
+        if self.rdzv_endpoint is not None and not _is_endpoint(self.rdzv_endpoint):
+            raise ValueError(f"train.rdzv_endpoint must be 'host:port', got {self.rdzv_endpoint!r}")
         try:
             MetricName.parse(self.best_metric)
         except ValueError as error:
@@ -145,9 +168,18 @@ class TrainConfig:
         """A hash of the settings that change what training computes (not where/how fast)."""
         ignored = {
             "num_workers", "device", "eval_batch_size", "checkpoint_every_steps", "nproc_per_node",
-            "pin_memory", "persistent_workers", "prefetch_factor",
+            "pin_memory", "persistent_workers", "prefetch_factor", "decoded_cache_dir", "nnodes", "rdzv_endpoint",
+            "rdzv_id",
         }
         if self.model != "epsilon":
             ignored |= {"epsilon"}  # an SDL run does not read them
+        if self.data_path == "jpeg":  # the default adds nothing: checkpoints of earlier runs keep resuming
+            ignored.add("data_path")  # another data path starts over: RandAugment's pixels differ slightly
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in ignored}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _is_endpoint(value: str) -> bool:
+    """``host:port`` (an IPv6 host in brackets), port 0-65535."""
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and int(port) < 65536

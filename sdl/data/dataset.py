@@ -5,7 +5,8 @@ batches whatever the number of loader workers, and a resumed run continues exact
 Training augmentation follows the paper's setup (section 4.1): cutout [12] with p = 0.5
 (a random-colour square of half the image side, as the released code's ``CutoutPIL``),
 horizontal flips, and optionally RandAugment (the released code's "standard ImageNet
-augmentations").
+augmentations"). The draws of each sample come from ``sdl.data.augment_draws``, which the
+uint8-tensor path (``sdl.data.tensor_augment``, over the pre-decoded cache) shares.
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sdl.config.training import AugmentConfig
+from sdl.data.augment_draws import CutoutBox, draw_augmentation
 from sdl.data.images import load_rgb
 
 
-def cutout(image: Image.Image, factor: float, rng: np.random.Generator) -> Image.Image:
-    """Paint a random-colour rectangle of ``factor`` x the image size, centred at a random point."""
-    width, height = image.size
-    cut_w, cut_h = int(factor * width + 0.5), int(factor * height + 0.5)
-    cx, cy = int(rng.integers(width)), int(rng.integers(height))
-    x1, x2 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-    y1, y2 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
+def paint_cutout(image: Image.Image, box: CutoutBox) -> Image.Image:
+    """Paint the cutout rectangle ``box`` (``sdl.data.augment_draws.draw_cutout``) in its colour."""
     pixels = np.array(image)
-    pixels[y1:y2, x1:x2] = rng.integers(0, 256, size=3, dtype=np.uint8)
+    pixels[box.y1 : box.y2, box.x1 : box.x2] = box.colour
     return Image.fromarray(pixels)
 
 
@@ -99,13 +96,13 @@ class TaggedImageDataset(Dataset):
         return tensor, target
 
     def _augment(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
-        config = self.augment
-        assert config is not None
-        if config.hflip and rng.random() < 0.5:
+        assert self.augment is not None
+        draws = draw_augmentation(self.augment, rng, *image.size)  # shared with sdl.data.tensor_augment
+        if draws.flip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        if config.cutout_p > 0 and rng.random() < config.cutout_p:
-            image = cutout(image, config.cutout_factor, rng)
-        if config.randaugment:
+        if draws.cutout is not None:
+            image = paint_cutout(image, draws.cutout)
+        if draws.randaugment_seed is not None:
             from sdl._torchvision_compat import ensure_torchvision_importable
 
             ensure_torchvision_importable()
@@ -115,6 +112,6 @@ class TaggedImageDataset(Dataset):
                 self._randaugment = RandAugment()
             # RandAugment draws from torch's global generator: seed a forked copy per sample.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(rng.integers(2**62)))
+                torch.manual_seed(draws.randaugment_seed)
                 image = self._randaugment(image)
         return image

@@ -4,23 +4,40 @@ kept on the device, and autocast (bf16, or fp16 with a gradient scaler)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 
+from sdl.data.tensor_augment import Normalizer
 from sdl.training import distributed
 
+MeanStd = tuple[Sequence[float], Sequence[float]]
 
-def device_batches(batches, device: torch.device, channels_last: bool):  # type: ignore[no-untyped-def]
+
+def device_batches(batches, device: torch.device, channels_last: bool, normalize: MeanStd | None = None):  # type: ignore[no-untyped-def]
     """Batches on ``device``. On CUDA the next batch is copied on a side stream while the
     current one computes (the loader pins it), so the step does not wait for the copy. Image
-    batches (B, C, H, W) become channels_last if asked; other inputs (cached tokens) stay as they are."""
+    batches (B, C, H, W) become channels_last if asked; other inputs (cached tokens) stay as they are.
 
-    def memory_format(inputs: torch.Tensor) -> torch.memory_format:
-        return torch.channels_last if channels_last and inputs.dim() == 4 else torch.contiguous_format
+    uint8 image batches (``data_path: uint8_cache``) travel as bytes, a quarter of float32's,
+    and are normalised on the device with ``normalize`` = (mean, std), as the PIL path
+    normalises on the CPU (``sdl.data.tensor_augment.Normalizer``: the same numbers)."""
+    normalizers: dict[torch.device, Normalizer] = {}
+
+    def finish(images: torch.Tensor) -> torch.Tensor:  # on the copy's stream
+        fmt = torch.channels_last if channels_last and images.dim() == 4 else torch.contiguous_format
+        images = images.contiguous(memory_format=fmt)
+        if images.dtype == torch.uint8:
+            if normalize is None:
+                raise ValueError("uint8 image batches need normalize=(mean, std)")
+            if images.device not in normalizers:
+                normalizers[images.device] = Normalizer(*normalize, device=images.device)
+            images = normalizers[images.device](images)
+        return images
 
     if device.type != "cuda":
         for images, targets in batches:
-            yield images.to(device).contiguous(memory_format=memory_format(images)), targets.to(device)
+            yield finish(images.to(device)), targets.to(device)
         return
     stream = torch.cuda.Stream(device)
 
@@ -29,7 +46,7 @@ def device_batches(batches, device: torch.device, channels_last: bool):  # type:
             return None
         images, targets = batch
         with torch.cuda.stream(stream):
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format(images))
+            images = finish(images.to(device, non_blocking=True))
             targets = targets.to(device, non_blocking=True)
         return images, targets
 

@@ -1,4 +1,5 @@
-"""Data-parallel training with ``torchrun`` (DDP): process group, rank roles, the re-launch.
+"""Data-parallel training with ``torchrun`` (DDP): process group, rank roles, the re-launch,
+on one machine or several.
 
 The training stage stays ``python -m stages.train ...``. With ``train.<dataset>.nproc_per_node``
 above 1 (or ``auto``: the number of visible GPUs), the stage starts itself again under
@@ -6,6 +7,18 @@ above 1 (or ``auto``: the number of visible GPUs), the stage starts itself again
 module form of ``torchrun``) and waits for it; inside, rank, world size and local rank come
 from the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``).
+
+Several machines (``train.<dataset>.nnodes`` > 1): the same stage command runs on every
+machine, and each starts ``torchrun --nnodes M --nproc_per_node N --rdzv_backend c10d
+--rdzv_endpoint host:port --rdzv_id ID`` (:class:`Launch`, :func:`launch_for`). The endpoint
+is a free port on the first machine (``train.<d>.rdzv_endpoint``, or ``$SDL_RDZV_ENDPOINT``
+where only the job knows the host, as under Slurm); its torchrun hosts the rendezvous store
+(``is_host`` from the machine's rank, ``$SDL_NODE_RANK`` or ``$SLURM_NODEID``, where given:
+c10d assigns the ranks itself and takes no node rank). Global rank 0, the process that writes
+the model, metrics and checkpoints, is whichever the rendezvous makes it, so the repository
+(``--state``, ``models/``, ``metrics/``, ``mlflow/``) must be on a filesystem the machines
+share. A torchrun started by hand (or by Slurm) around the stage command works as well: the
+stage then only trains (``launched_by_torchrun``).
 
 Roles: every rank trains on its shard of each global batch (``sdl.training.loop.EpochOrder``); rank 0
 alone validates, picks the best model, writes checkpoints and logs to MLflow, while the other
@@ -25,12 +38,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from sdl.config.training import TrainConfig
+from sdl.safety.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +169,85 @@ def resolve_nproc(nproc_per_node: int | str, device: str = "auto") -> int:
     return nproc_per_node
 
 
-def torchrun_command(module: str, argv: Sequence[str], nproc: int) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m <module> <argv>``."""
+@dataclass(frozen=True)
+class Launch:
+    """How torchrun starts the training processes of this machine: ``nproc_per_node`` of
+    them, on one machine (``--standalone``) or as one of ``nnodes`` meeting at the c10d
+    rendezvous ``rdzv_endpoint`` under the job id ``rdzv_id``. ``node_rank`` (None: unknown)
+    decides only which torchrun hosts the rendezvous store: node 0's."""
+
+    nproc_per_node: int
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "sdl-train"
+    node_rank: int | None = None
+
+    @property
+    def processes(self) -> int:
+        """Processes of the whole job, all machines together."""
+        return self.nproc_per_node * self.nnodes
+
+
+def launch_for(config: TrainConfig, environ: Mapping[str, str] | None = None) -> Launch:
+    """The launch ``config`` asks for on this machine: ``nproc_per_node`` and ``nnodes`` from
+    params, the endpoint from params or ``$SDL_RDZV_ENDPOINT``, the job id from params,
+    ``$SDL_RDZV_ID`` or ``$SLURM_JOB_ID``, the machine's rank from ``$SDL_NODE_RANK`` or
+    ``$SLURM_NODEID``."""
+    env = os.environ if environ is None else environ
+    nproc = resolve_nproc(config.nproc_per_node, config.device)
+    if config.nnodes == 1:
+        return Launch(nproc)
+    endpoint = config.rdzv_endpoint or env.get("SDL_RDZV_ENDPOINT")
+    if not endpoint:
+        raise InputError(
+            f"train.nnodes is {config.nnodes}: the machines need a rendezvous endpoint, host:port of a free port on the "
+            "first machine: set train.<dataset>.rdzv_endpoint, or SDL_RDZV_ENDPOINT in the job's environment"
+        )
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"SDL_RDZV_ENDPOINT must be host:port, got {endpoint!r}")
+    rdzv_id = config.rdzv_id or env.get("SDL_RDZV_ID") or env.get("SLURM_JOB_ID") or "sdl-train"
+    rank_text = env.get("SDL_NODE_RANK", env.get("SLURM_NODEID"))
+    node_rank = None
+    if rank_text is not None:
+        if not rank_text.isdigit() or int(rank_text) >= config.nnodes:
+            raise InputError(f"SDL_NODE_RANK (or SLURM_NODEID) must be 0..{config.nnodes - 1}, got {rank_text!r}")
+        node_rank = int(rank_text)
+    return Launch(nproc, config.nnodes, endpoint, rdzv_id, node_rank)
+
+
+def torchrun_command(module: str, argv: Sequence[str], launch: Launch | int) -> list[str]:
+    """``python -m torch.distributed.run <launch> -m <module> <argv>``: ``--standalone
+    --nproc_per_node N`` on one machine, the c10d rendezvous arguments on several."""
+    if isinstance(launch, int):
+        launch = Launch(launch)
+    if launch.nnodes == 1 and launch.rdzv_endpoint is None:
+        where = ["--standalone"]
+    else:
+        where = [f"--nnodes={launch.nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={launch.rdzv_endpoint}",
+                 f"--rdzv_id={launch.rdzv_id}"]
+        if launch.node_rank is not None:  # else torchrun guesses from the endpoint's host name
+            where.append(f"--rdzv_conf=is_host={'true' if launch.node_rank == 0 else 'false'}")
     return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={launch.nproc_per_node}",
         "-m", module, *argv,
     ]
 
 
-def relaunch(module: str, argv: Sequence[str], nproc: int) -> int:
-    """Run ``module`` under torchrun with ``nproc`` processes; return its exit status.
+def relaunch(module: str, argv: Sequence[str], launch: Launch | int) -> int:
+    """Run ``module`` under torchrun as ``launch`` says; return its exit status.
 
     SIGTERM and SIGINT are passed on to torchrun, which stops its workers.
     """
-    command = torchrun_command(module, argv, nproc)
-    log.info("launching %d processes: %s", nproc, " ".join(command))
+    launch = Launch(launch) if isinstance(launch, int) else launch
+    command = torchrun_command(module, argv, launch)
+    if launch.nnodes > 1:
+        node = "?" if launch.node_rank is None else launch.node_rank
+        log.info("launching %d processes on this machine (node %s of %d, %d in all; rendezvous %s, job %s): %s",
+                 launch.nproc_per_node, node, launch.nnodes, launch.processes, launch.rdzv_endpoint, launch.rdzv_id,
+                 " ".join(command))
+    else:
+        log.info("launching %d processes: %s", launch.nproc_per_node, " ".join(command))
     child = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
 
     def forward(signum: int, _frame: Any) -> None:

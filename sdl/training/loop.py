@@ -102,7 +102,7 @@ class Trainer:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     autocast: contextlib.AbstractContextManager
-    train_set: Dataset  # images, or cached backbone tokens (``cached``)
+    train_set: Dataset  # images (TaggedImageDataset, or DecodedImageDataset: ``data_path``), or cached tokens
     val_set: Dataset
     cached: bool
     order: EpochOrder
@@ -277,7 +277,8 @@ def train_epoch(trainer: Trainer, state: TrainState, epoch: int, progress: bool)
     images_seen, started = 0, time.perf_counter()
     bar = _progress_bar(progress, steps, first_step, f"epoch {epoch + 1}/{config.epochs}")
     log_every = 10 if bar is not None else max(1, steps // 5)
-    batches = device_batches(trainer.loader, trainer.device, config.channels_last)
+    normalize = (trainer.model.config.mean, trainer.model.config.std)  # uint8 batches (data_path: uint8_cache)
+    batches = device_batches(trainer.loader, trainer.device, config.channels_last, normalize)
     for step, (images, targets) in enumerate(batches, start=first_step):
         if step >= steps:
             break

@@ -21,6 +21,7 @@ from sdl.models import create_model
 from sdl.safety.errors import InputError
 from sdl.training import distributed
 from sdl.training.state import TrainData
+from sdl.training.data_path import training_images
 from sdl.training.token_cache import CACHE_DIR, TokenDataset, cached_tokens
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,7 @@ def datasets(
     cache the backbone's tokens of the un-augmented images, cached in ``out_dir``."""
     mean, std = model.config.mean, model.config.std
     if config.token_cache is None:
-        train_set = TaggedImageDataset(
-            data.train_paths, data.train_targets, config.image_size, mean, std, augment=config.augment, seed=config.seed
-        )
+        train_set = training_images(config, data, mean, std, out_dir, progress)  # the data path of the params
         return train_set, TaggedImageDataset(data.val_paths, data.val_targets, config.image_size, mean, std)
     options = {"batch_size": config.eval_batch_size, "num_workers": config.num_workers, "device": device,
                "progress": progress}

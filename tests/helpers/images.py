@@ -35,3 +35,25 @@ def make_tagged_images(folder: Path, count: int, pool: list[str], seed: int) -> 
         paths.append(path)
         tags.append(chosen)
     return paths, tags
+
+
+def photo_like(index: int, size: int) -> np.ndarray:
+    """A size x size x 3 uint8 image with a photo's statistics (smooth colour fields, a few
+    shapes, mild noise, through JPEG at quality 90), the same for the same ``index``."""
+    import io
+
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng([11, index, size])
+    image = Image.fromarray(rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)).resize((size, size), Image.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(3, 8))):
+        x0, y0 = int(rng.integers(0, size)), int(rng.integers(0, size))
+        x1, y1 = x0 + int(rng.integers(4, size // 2)), y0 + int(rng.integers(4, size // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour)
+    pixels = np.asarray(image.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.int16)
+    pixels = np.clip(pixels + rng.normal(0, 6, size=pixels.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return np.asarray(Image.open(buffer).convert("RGB")).copy()

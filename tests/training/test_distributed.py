@@ -17,24 +17,19 @@ import dataclasses
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sdl.data.dataset import AugmentConfig
 from sdl.training import distributed
 from sdl.training.loop import CHECKPOINT_FILE, EpochOrder, TrainConfig, TrainData, train
+from tests.helpers.ddp import CONFIG, WORKER, ddp_data, free_port, max_weight_diff
 from tests.helpers.gpu import needs_cuda
-from tests.helpers.images import make_tagged_images
 from tests.helpers.repo import REPO_ROOT
-
-SEEN, UNSEEN = ["red", "green", "blue", "yellow"], ["cyan", "magenta"]
 # Tolerances of the equivalence: float32 sums in another order, through 6 Adam steps.
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
@@ -153,77 +148,49 @@ def test_stage_relaunches_under_torchrun(monkeypatch, tmp_path):
     for name in ("manifest", "split", "wordvecs", "state", "model", "metrics", "history"):
         argv += [f"--{name}", str(tmp_path / name)]  # never read: the launcher returns first
     assert train_stage.main(argv) == 7
-    assert calls == [("stages.train", argv, 2)]
+    assert calls == [("stages.train", argv, distributed.Launch(2))]
+    # one process per machine on two machines: the stage launches too, with the rendezvous
+    params["train"]["embedded"].update({"nproc_per_node": 1, "nnodes": 2, "rdzv_endpoint": "node0:29400"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("SLURM_NODEID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    calls.clear()
+    assert train_stage.main(argv) == 7
+    assert calls == [("stages.train", argv, distributed.Launch(1, 2, "node0:29400", "4242", 1))]
+
+
+def test_launch_from_params_and_environment():
+    one = TrainConfig(nproc_per_node=2, device="cpu")
+    assert distributed.launch_for(one, {}) == distributed.Launch(2)
+    two = dataclasses.replace(one, nnodes=2)
+    with pytest.raises(ValueError, match="rdzv_endpoint.*SDL_RDZV_ENDPOINT"):
+        distributed.launch_for(two, {})
+    env = {"SDL_RDZV_ENDPOINT": "10.0.0.1:29400", "SLURM_JOB_ID": "77", "SLURM_NODEID": "0"}
+    assert distributed.launch_for(two, env) == distributed.Launch(2, 2, "10.0.0.1:29400", "77", 0)
+    params_win = dataclasses.replace(two, rdzv_endpoint="head:1234", rdzv_id="run-a")
+    assert distributed.launch_for(params_win, {**env, "SDL_NODE_RANK": "1"}) == distributed.Launch(2, 2, "head:1234", "run-a", 1)
+    assert distributed.launch_for(params_win, {}).node_rank is None  # torchrun then guesses who hosts the store
+    for bad in ({"SDL_RDZV_ENDPOINT": "no-port"}, {"SDL_RDZV_ENDPOINT": "h:1", "SDL_NODE_RANK": "2"}):
+        with pytest.raises(ValueError, match="SDL_"):
+            distributed.launch_for(two, bad)
+    for bad_config in ({"nnodes": 0}, {"nnodes": True}, {"rdzv_endpoint": "host"}, {"rdzv_endpoint": "h:99999"}):
+        with pytest.raises(ValueError, match="nnodes|rdzv_endpoint"):
+            TrainConfig(**bad_config)  # type: ignore[arg-type]
+
+
+def test_multi_node_torchrun_command():
+    launch = distributed.Launch(4, 2, "node0:29400", "job-9", 1)
+    command = distributed.torchrun_command("stages.train", ["--dataset", "x"], launch)
+    assert "--standalone" not in command and command[-4:] == ["-m", "stages.train", "--dataset", "x"]
+    assert {"--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d", "--rdzv_endpoint=node0:29400",
+            "--rdzv_id=job-9", "--rdzv_conf=is_host=false"} <= set(command)
+    host = distributed.torchrun_command("m", [], distributed.Launch(1, 2, "node0:29400", "j", 0))
+    assert "--rdzv_conf=is_host=true" in host
+    unknown = distributed.torchrun_command("m", [], distributed.Launch(1, 2, "node0:29400", "j", None))
+    assert not any(arg.startswith("--rdzv_conf") for arg in unknown)
 
 
 # --------------------------------------------------------------------------- DDP equivalence
-
-
-def _multi_hot(tag_lists: list[list[str]], vocabulary: list[str]) -> np.ndarray:
-    out = np.zeros((len(tag_lists), len(vocabulary)), dtype=np.float32)
-    for i, tags in enumerate(tag_lists):
-        out[i, [vocabulary.index(t) for t in tags]] = 1.0
-    return out
-
-
-def _data(root: Path) -> TrainData:
-    train_paths, train_tags = make_tagged_images(root / "train", 24, SEEN, seed=0)
-    val_paths, val_tags = make_tagged_images(root / "val", 8, SEEN + UNSEEN, seed=1)
-    vectors = np.random.default_rng(0).normal(size=(6, 16)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return TrainData(
-        train_paths=train_paths, train_targets=_multi_hot(train_tags, SEEN), seen_vectors=vectors[:4],
-        val_paths=val_paths, val_targets=_multi_hot(val_tags, SEEN + UNSEEN), all_vectors=vectors,
-        seen_index=np.arange(4), unseen_index=np.arange(4, 6),
-    )
-
-
-CONFIG = TrainConfig(
-    backbone="test_efficientnet_gn", pretrained=False, num_rows=2, image_size=32, epochs=2, batch_size=8,
-    lr=3e-3, augment=AugmentConfig(hflip=True, cutout_p=0.5), best_metric="gzsl.f1@1",
-    checkpoint_every_steps=1, device="cpu",
-    # The tolerances above were set on this loss form. The default, per_positive, has ~|N| times
-    # larger gradients, so Adam takes full-size steps on weights whose gradient is float noise:
-    # one element of 2 x 4 vs 8 images then ends 5e-4 apart (the rest within 2e-5).
-    loss_kwargs={"reg_lambda": 0.3, "variant": "per_pair"},
-)
-
-WORKER = textwrap.dedent('''
-    """One rank of the DDP equivalence test (started by torchrun)."""
-    import json, os, pickle, sys
-    import torch
-    torch.set_num_threads(1)
-    from sdl.training.loop import train
-
-    spec = pickle.loads(open(sys.argv[1], "rb").read())
-    rank = int(os.environ["RANK"])
-    results = {}
-    for name, out_dir in spec["runs"].items():
-        def on_epoch_end(epoch, metrics, name=name):
-            with open(spec["callbacks"], "a") as handle:
-                handle.write(f"{name} {epoch} rank{rank}\\n")
-        result = train(spec["config"], spec["data"], out_dir, progress=False, on_epoch_end=on_epoch_end)
-        results[name] = {"history": result.history, "resumed_from": result.resumed_from,
-                         "best_epoch": result.best_epoch}
-    with open(spec["results"].format(rank=rank), "w") as handle:
-        json.dump(results, handle)
-''')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)["model"]
-
-
-def _max_weight_diff(a: Path, b: Path) -> float:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].is_floating_point())
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +202,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory):
     import sdl.training.loop as train_module
 
     root = tmp_path_factory.mktemp("ddp")
-    data = _data(root / "images")
+    data = ddp_data(root / "images")
 
     written: dict[tuple[int, int], Path] = {}
     save = train_module.save_checkpoint
@@ -265,7 +232,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(root / "worker.py"), str(root / "spec.pkl"),
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(root / "worker.py"), str(root / "spec.pkl"),
     ]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
@@ -280,13 +247,66 @@ def test_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     single_loss = [h["train_loss"] for h in reference.history]
     ddp_loss = [h["train_loss"] for h in fresh["history"]]
     assert np.allclose(ddp_loss, single_loss, rtol=LOSS_RTOL, atol=0), (ddp_loss, single_loss)
-    diff = _max_weight_diff(root / "ddp", root / "single")
+    diff = max_weight_diff(root / "ddp", root / "single")
     print(f"\nDDP (2 x 4 images) vs 1 process (8 images), 2 epochs x 3 steps: "
           f"max |loss diff| {max(abs(a - b) for a, b in zip(ddp_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
     assert diff < WEIGHT_ATOL
     state = torch.load(root / "ddp" / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (2, 0)
     assert (root / "ddp" / "best" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def two_node_run(ddp_runs):
+    """The reference run's settings on 2 "machines" x 1 process: two torchrun launchers, node
+    ranks 0 and 1, as sdl.training.distributed starts them, meeting at a c10d rendezvous on
+    127.0.0.1 (gloo)."""
+    import pickle
+
+    root, reference, _, _ = ddp_runs
+    spec = {
+        "config": CONFIG, "data": ddp_data(root / "node-images"), "runs": {"fresh": str(root / "nodes")},
+        "callbacks": str(root / "node-callbacks.txt"), "results": str(root / "node-results-{rank}.json"),
+    }
+    (root / "node-spec.pkl").write_bytes(pickle.dumps(spec))
+    (root / "ddp_worker.py").write_text(WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(root)]), "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{free_port()}"
+    launchers = []
+    for node_rank in (0, 1):
+        launch = distributed.Launch(nproc_per_node=1, nnodes=2, rdzv_endpoint=endpoint, rdzv_id="two-nodes",
+                                    node_rank=node_rank)
+        command = distributed.torchrun_command("ddp_worker", [str(root / "node-spec.pkl")], launch)
+        launchers.append(subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = []
+    try:
+        for launcher in launchers:
+            outputs.append(launcher.communicate(timeout=300))  # waits for the launcher to exit
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                launcher.kill()
+    for launcher, (out, err) in zip(launchers, outputs, strict=True):
+        assert launcher.returncode == 0, out[-3000:] + err[-5000:]
+    results = [json.loads((root / f"node-results-{rank}.json").read_text()) for rank in range(2)]
+    return root, reference, results
+
+
+def test_two_nodes_match_one_process_with_the_global_batch(two_node_run):
+    """2 machines x 1 process (4 images each) = 1 process with the global batch of 8."""
+    root, reference, results = two_node_run
+    fresh = results[0]["fresh"]
+    single_loss = [h["train_loss"] for h in reference.history]
+    node_loss = [h["train_loss"] for h in fresh["history"]]
+    assert np.allclose(node_loss, single_loss, rtol=LOSS_RTOL, atol=0), (node_loss, single_loss)
+    diff = max_weight_diff(root / "nodes", root / "single")
+    print(f"\n2 nodes x 1 process (c10d on 127.0.0.1, gloo) vs 1 process (8 images), 2 epochs x 3 steps: "
+          f"max |loss diff| {max(abs(a - b) for a, b in zip(node_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
+    assert diff < WEIGHT_ATOL
+    assert results[1] == results[0]
+    lines = [line for line in (root / "node-callbacks.txt").read_text().split("\n") if line]
+    assert lines == ["fresh 1 rank0", "fresh 2 rank0"]  # one rank of the two machines tracks the run
 
 
 def test_ddp_resumes_mid_epoch_from_a_one_process_checkpoint(ddp_runs):
@@ -296,7 +316,7 @@ def test_ddp_resumes_mid_epoch_from_a_one_process_checkpoint(ddp_runs):
     assert len(resumed["history"]) == 2  # epoch 1 from the checkpoint, epoch 2 trained here
     # (its epoch-2 train_loss averages the 2 steps run after the resume, as in one process)
     assert resumed["history"][1]["lr"] == reference.history[1]["lr"]
-    diff = _max_weight_diff(root / "resumed", root / "single")
+    diff = max_weight_diff(root / "resumed", root / "single")
     print(f"\nDDP resumed mid-epoch from the 1-process checkpoint vs 1 process: max |weight diff| {diff:.2e}")
     assert diff < WEIGHT_ATOL
 
@@ -311,11 +331,11 @@ def test_only_rank_0_validates_and_calls_back(ddp_runs):
 def test_persistent_loader_workers_train_the_same_weights(ddp_runs, tmp_path):
     """2 persistent workers (the epoch travels with each index) = the main process, bit for bit."""
     root, reference, _, _ = ddp_runs
-    data = _data(tmp_path / "images")  # the same images, drawn with the same seeds
+    data = ddp_data(tmp_path / "images")  # the same images, drawn with the same seeds
     config = dataclasses.replace(CONFIG, num_workers=2, persistent_workers=True, checkpoint_every_steps=0)
     result = train(config, data, tmp_path / "workers", progress=False)
     assert [h["train_loss"] for h in result.history] == [h["train_loss"] for h in reference.history]
-    assert _max_weight_diff(tmp_path / "workers", root / "single") == 0.0
+    assert max_weight_diff(tmp_path / "workers", root / "single") == 0.0
 
 
 def test_ddp_rejects_a_batch_the_ranks_cannot_split(monkeypatch, tmp_path):
@@ -373,7 +393,7 @@ def test_train_loop_on_cuda_runs_and_resumes(tmp_path):
     side-stream copies, the asynchronous loss read-out (progress bar on), checkpoint + resume."""
     import sdl.training.loop as train_module
 
-    data = _data(tmp_path / "images")
+    data = ddp_data(tmp_path / "images")
     config = dataclasses.replace(CONFIG, backbone="test_efficientnet", device="cuda", num_workers=2, epochs=2)
     reference = train(config, data, tmp_path / "full", progress=True)
     assert all(np.isfinite(h["train_loss"]) for h in reference.history)
@@ -394,4 +414,4 @@ def test_train_loop_on_cuda_runs_and_resumes(tmp_path):
     resumed = train(config, data, resumed_dir, progress=False)
     assert resumed.resumed_from == 1
     # GPU kernels (cuDNN autotuning, bf16) need not repeat bit for bit: close, not equal
-    assert _max_weight_diff(resumed_dir, tmp_path / "full") < 1e-2
+    assert max_weight_diff(resumed_dir, tmp_path / "full") < 1e-2
