@@ -27,11 +27,10 @@ import torch
 
 from sdl.training import distributed
 from sdl.training.loop import CHECKPOINT_FILE, EpochOrder, TrainConfig, TrainData, train
-from tests.helpers.ddp import CONFIG, WORKER, ddp_data, free_port, max_weight_diff
+from tests.helpers.ddp import LOSS_RTOL, CONFIG, WORKER, ddp_data, free_port, max_weight_diff
 from tests.helpers.gpu import needs_cuda
 from tests.helpers.repo import REPO_ROOT
 # Tolerances of the equivalence: float32 sums in another order, through 6 Adam steps.
-LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 1e-5
 
 

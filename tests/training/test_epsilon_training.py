@@ -215,7 +215,7 @@ def test_ddp_with_a_token_cache_matches_one_process(data, tmp_path):
     import sys
 
     from tests.helpers.repo import REPO_ROOT
-    from tests.training.test_distributed import LOSS_RTOL, WORKER, _free_port
+    from tests.helpers.ddp import LOSS_RTOL, WORKER, free_port
 
     config = _config(epochs=2, augment=NO_AUGMENT, token_cache="float32", device="cpu")
     reference = train(config, data, tmp_path / "single", progress=False)
@@ -225,7 +225,7 @@ def test_ddp_with_a_token_cache_matches_one_process(data, tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(tmp_path / "worker.py"),
+               "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(tmp_path / "worker.py"),
                str(tmp_path / "spec.pkl")]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
