@@ -209,7 +209,7 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from sdl.mlops import registry, tracking
+    from sdl.mlops import registry, run_context, tracking
 
     _check_store()
     name = _model_name(args)
@@ -226,7 +226,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     primary = {tracking.metric_name(v.tags["gate.primary_metric"]) for v in versions if "gate.primary_metric" in v.tags}
     shown = [m for m in ("zsl.map", "gzsl.map", *sorted(primary)) if m in metrics]
     shown = list(dict.fromkeys(shown))
-    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "backbone"]
+    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "commit", "backbone"]
     rows = []
     for v in versions:
         gate = v.tags.get("gate.decision", "-")
@@ -235,7 +235,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         rows.append([
             str(v.version), ",".join(v.aliases) or "-", v.status, v.created,
             *[f"{v.metrics[m]:.2f}" if m in v.metrics else "-" for m in shown],
-            gate, v.tags.get("git_commit", "-")[:12], v.tags.get("backbone", "-"),
+            gate, (run_context.commit_of(v.tags) or "-")[:12], v.tags.get("backbone", "-"),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"{name}")

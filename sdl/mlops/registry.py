@@ -108,11 +108,13 @@ def register_version(
     version_tags: Mapping[str, str] | None = None,
     wordvec_source: Mapping[str, Any] | None = None,
     wordvec_source_name: str | None = None,
+    model_tags: Mapping[str, str] | None = None,
 ) -> int:
-    """Log the model (``sdl.mlops.model_logging.log_pyfunc``), register it as a new version of ``name`` holding
-    ``challenger`` (:func:`register_logged_model`); return the version. Raises
-    RegistrationError (after cleaning up) when that fails."""
-    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name)
+    """Log the model (``sdl.mlops.model_logging.log_pyfunc``, a LoggedModel tagged ``model_tags``),
+    register it as a new version of ``name`` holding ``challenger`` (:func:`register_logged_model`);
+    return the version. Raises RegistrationError (after cleaning up) when that fails."""
+    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name,
+                     model_tags=model_tags)
     return register_logged_model(uri, name, run_id, version_tags or {})
 
 
