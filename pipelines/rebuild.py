@@ -7,8 +7,12 @@ project's pipeline lock (pipelines/lock.py) keeps a second run from starting bes
 
     python -m pipelines.rebuild --dataset embedded
 
-Without ``PREFECT_API_URL`` Prefect starts a temporary local server for the run; the
-project keeps its state in ``.state/prefect`` with analytics off.
+With a Prefect server or Cloud configured (``PREFECT_API_URL``, a profile, ``PREFECT_HOME``)
+the run goes there, as any Prefect run; with none, Prefect starts a temporary local server for
+the run and the project keeps its state in ``.state/prefect`` (pipelines/prefect_env.py). The
+run publishes artifacts (the validation report, the evaluation against the paper, the gate's
+decision, a link to the MLflow run: pipelines/artifacts.py) and, when `embed` changed the
+vocabulary, the event ``sdl.vocabulary.changed`` that the retraining deployment listens to.
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def configure_prefect_environment(root: Path = PROJECT_ROOT) -> None:
-    """Keep Prefect's state inside the project, with analytics off, unless already set."""
-    os.environ.setdefault("PREFECT_HOME", str(root / ".state" / "prefect"))
+    """Keep the temporary server's state inside the project, with analytics off, unless the
+    user has configured Prefect (their home, profile or API are then used as they are)."""
+    from pipelines.prefect_env import user_configured
+
+    if not user_configured(root):
+        os.environ.setdefault("PREFECT_HOME", str(root / ".state" / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -36,7 +44,9 @@ configure_prefect_environment()
 import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
+from pipelines.artifacts import publish_stage  # noqa: E402
 from pipelines.lock import pipeline_lock  # noqa: E402
+from pipelines.vocabulary_events import announce_vocabulary, vocabulary_state  # noqa: E402
 
 # Stages that talk to the outside world (downloads) or to a server (the MLflow registry):
 # only they are retried. A failed local computation would fail the same way again.
@@ -95,8 +105,12 @@ def rebuild(dataset: str = "embedded", force: bool = False, root: str | None = N
     outcome: dict[str, str] = {}
     with pipeline_lock(project, f"rebuild {dataset}"):
         for stage in stage_names(project):
+            before = vocabulary_state(project, dataset) if stage == "embed" else None
             outcome[stage] = stage_task(stage)(stage, dataset, project, force)
             logger.info("%s@%s: %s", stage, dataset, outcome[stage])
+            publish_stage(stage, dataset, project)
+            if stage == "embed":
+                announce_vocabulary(dataset, project, before)
     return outcome
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,15 @@ def test_dataset(dataset: str, manifest: str | Path, split: str | Path, test: Te
     """The test images and their tags as an ``mlflow.data`` dataset named ``<dataset>-test``;
     its digest covers the manifest (its md5), the image split and the served vocabulary."""
     mlflow = tracking.configured_mlflow()
-    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
-
     manifest_md5 = file_md5(manifest)
     split_md5 = file_md5(Path(split) / "images.parquet")
     served = test.vocabulary["tag"].tolist()
     digest = hashlib.sha256(f"{manifest_md5}:{split_md5}:{vocabulary_hash(served)}".encode()).hexdigest()[:32]
     frame = pd.DataFrame({"image": [p.name for p in test.paths], "tags": ["|".join(t) for t in test.tag_lists]})
-    source = LocalArtifactDatasetSource(Path(manifest).resolve().as_uri())
-    return mlflow.data.from_pandas(frame, source=source, name=f"{dataset}-test", digest=digest)
+    with warnings.catch_warnings():  # a file URI "can be interpreted in multiple ways": all local files
+        warnings.simplefilter("ignore", UserWarning)
+        return mlflow.data.from_pandas(frame, source=Path(manifest).resolve().as_uri(), name=f"{dataset}-test",
+                                       digest=digest)
 
 
 def log_evaluation(tracked: logged_models.TrackedModel, results: Mapping[str, Any], data: Any) -> int:

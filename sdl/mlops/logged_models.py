@@ -151,7 +151,8 @@ def _find_by_digest(dataset: str, digest: str) -> TrackedModel | None:
     )
     for model in found:
         if model.source_run_id and _exists("run", model.source_run_id):
-            return TrackedModel(run_id=model.source_run_id, model_id=model.model_id, imported=True)
+            imported = ORIGINAL_RUN_TAG in (model.tags or {})
+            return TrackedModel(run_id=model.source_run_id, model_id=model.model_id, imported=imported)
     return None
 
 
@@ -163,29 +164,31 @@ def read_record(model_dir: str | Path) -> dict[str, Any]:
 
 def resolve(model_dir: str | Path, dataset: str, vocabulary: LoggedVocabulary) -> TrackedModel:
     """The run and LoggedModel of ``model_dir`` in the store in force: those ``run.json``
-    names when the store has them; else a model of the same digest logged here before; else a
-    new run (``<dataset>-model``, tagged with the original run and model ids and the model
-    folder's lineage) holding the network logged from the folder with ``vocabulary``."""
+    names when the store has them; else a model of the same digest logged here before; else the
+    network logged from the folder with ``vocabulary``, into the run of ``run.json`` when the
+    store has it (a folder trained before models were logged), or into a new run
+    (``<dataset>-model``, tagged with the original run and model ids and the folder's lineage)."""
     record = read_record(model_dir)
     run_id, model_id = str(record.get("run_id", "")), str(record.get("model_id", ""))
-    if run_id and model_id and _exists("run", run_id) and _exists("model", model_id):
+    run_here = bool(run_id) and _exists("run", run_id)
+    if run_here and model_id and _exists("model", model_id):
         return TrackedModel(run_id=run_id, model_id=model_id)
-    digest = model_digest(model_dir)
-    found = _find_by_digest(dataset, digest)
+    found = _find_by_digest(dataset, model_digest(model_dir))
     if found is not None:
         return found
+    if run_here:
+        return TrackedModel(run_id=run_id, model_id=log_network(run_id, dataset, model_dir, vocabulary))
     lineage_file = Path(model_dir) / "tags.json"
     lineage = json.loads(lineage_file.read_text(encoding="utf-8")) if lineage_file.exists() else {}
-    tags = {k: str(v) for k, v in lineage.items() if k not in ("seen", "unseen")}
-    tags.update({ORIGINAL_RUN_TAG: run_id or "unknown", ORIGINAL_MODEL_TAG: model_id or "unknown",
-                 **run_context.run_tags("stages.evaluate")})
+    origin = {ORIGINAL_RUN_TAG: run_id or "unknown", ORIGINAL_MODEL_TAG: model_id or "unknown"}
+    tags = {**{k: str(v) for k, v in lineage.items() if k not in ("seen", "unseen")}, **origin,
+            **run_context.run_tags("stages.evaluate")}
     new_run = tracking.start_run(dataset, f"{dataset}-model", tags, {})
     log.warning(
-        "%s: the store has no run %s (run.json of %s, trained against %s): logging the model from the folder "
+        "%s: the store has no run %s (run.json of %s, logged to %s): logging the model from the folder "
         "into run %s of its own", dataset, run_id or "?", model_dir, record.get("tracking_uri", "?"), new_run,
     )
-    new_model = log_network(new_run, dataset, model_dir, vocabulary,
-                            {ORIGINAL_RUN_TAG: run_id or "unknown", ORIGINAL_MODEL_TAG: model_id or "unknown"})
+    new_model = log_network(new_run, dataset, model_dir, vocabulary, origin)
     tracking.set_run_status(new_run)
     return TrackedModel(run_id=new_run, model_id=new_model, imported=True)
 

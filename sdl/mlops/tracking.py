@@ -257,3 +257,18 @@ def iter_registered_versions(name: str) -> Iterator[Any]:
     client = configured_mlflow().MlflowClient()
     versions = client.search_model_versions(f"name = '{name}'")
     yield from sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # `make ui` / `mlflow ui` on the project's sqlite store
+
+
+def run_page_url(run_id: str, dataset: str) -> tuple[str, str]:
+    """The MLflow UI page of a run, and where that UI is: the tracking server in force, or for
+    the project's sqlite store the local UI (``make ui``) at :data:`LOCAL_UI`."""
+    experiment = ensure_experiment(dataset)
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        base, where = redact(uri).rstrip("/"), "the tracking server"
+    else:
+        base, where = LOCAL_UI, "start the UI with `make ui`"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}", where
