@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+import bench_common
+import torch
+from torch.utils.data import DataLoader, RandomSampler
 
-from sdl.data.dataset import AugmentConfig, TaggedImageDataset  # noqa: E402
+from sdl.data.dataset import AugmentConfig, TaggedImageDataset
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PAPER_BATCHES = {"nus_wide": 192, "coco": 32, "open_images": 96}  # params.yaml train.<dataset>.batch_size

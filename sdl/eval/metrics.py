@@ -83,8 +83,7 @@ def _check_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
     _check_targets(t)
     # min/max propagate NaN and expose +-inf without allocating a full-size mask.
-    if s.size and np.issubdtype(s.dtype, np.floating):
-        if not (np.isfinite(s.min()) and np.isfinite(s.max())):
+    if s.size and np.issubdtype(s.dtype, np.floating) and not (np.isfinite(s.min()) and np.isfinite(s.max())):
             bad = sum(
                 int(np.count_nonzero(~np.isfinite(s[r : r + _row_step(s.shape[1])])))
                 for r in range(0, s.shape[0], _row_step(s.shape[1]))

@@ -21,7 +21,6 @@ from sdl.mlops.pyfunc import (
 )
 from sdl.safety.redaction import redact_mapping
 
-
 # What the tagger imports when MLflow builds it an environment of its own (``mlflow models
 # serve`` without ``--env-manager local``): the model code's packages, the word-vector package
 # a registered source names (new tags are embedded at tagging time), and MLflow itself.

@@ -64,6 +64,8 @@ def source_tags(module: str, cwd: str | Path = ".") -> dict[str, str]:
     the tree was dirty (a DVC experiment changes params.yaml on top of its baseline), the source
     file and the entry point (the DVC stage when DVC runs it, else the module)."""
     commit, dirty = git_state(cwd)
+    if commit == "unknown" and os.environ.get(BASELINE_ENV):  # an experiment's copy without git metadata
+        commit, dirty = os.environ[BASELINE_ENV], True
     return {
         COMMIT_TAG: commit,
         DIRTY_TAG: str(dirty).lower(),

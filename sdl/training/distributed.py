@@ -167,7 +167,7 @@ def relaunch(module: str, argv: Sequence[str], nproc: int) -> int:
     """
     command = torchrun_command(module, argv, nproc)
     log.info("launching %d processes: %s", nproc, " ".join(command))
-    child = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
+    child = subprocess.Popen(command)  # our own interpreter and module
 
     def forward(signum: int, _frame: Any) -> None:
         child.send_signal(signum)

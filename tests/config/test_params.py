@@ -184,7 +184,7 @@ def test_load_yaml_errors(tmp_path):
     with pytest.raises(ParamsError, match="no such file"):
         load_yaml(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
-    with pytest.raises(ParamsError, match="bad.yaml"):
+    with pytest.raises(ParamsError, match=r"bad\.yaml"):
         load_yaml(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ParamsError, match="top level"):

@@ -118,7 +118,7 @@ def prefect_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     log = folder / "server.log"
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     api = f"http://127.0.0.1:{port}/api"
     try:
@@ -161,7 +161,7 @@ def test_a_served_deployment_runs_through_the_prefect_api(repo: Path, prefect_se
     log = tmp_path / "serve.log"
     served = subprocess.Popen(
         [sys.executable, "-m", "pipelines.retrain", "serve", "--dataset", "embedded"], cwd=repo, env=prefect_server,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     try:
         wait_for(lambda: deployment_exists(prefect_server, "retrain/retrain-embedded"), 180, log)
@@ -186,7 +186,7 @@ def test_a_worker_runs_the_deployed_flow(repo: Path, prefect_server: dict[str, s
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
         [prefect, "worker", "start", "--pool", "sdl-test"], cwd=repo, env=prefect_server,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     try:
         answer = trigger(prefect_server, repo, "retrain/retrain-embedded")

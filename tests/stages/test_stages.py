@@ -152,8 +152,9 @@ def test_evaluation_is_linked_to_the_model_and_test_data_once_per_vocabulary(wor
     """Each evaluation is its own record: the metrics name the LoggedModel and the test data
     (an mlflow.data dataset, its digest over manifest, split and vocabulary); a grown
     vocabulary is a second record on the model, the next step of the run, not an overwrite."""
-    import mlflow
     import pyarrow as pa
+
+    import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
     record = json.loads(Path("models/embedded/run.json").read_text())

@@ -278,7 +278,7 @@ def test_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     assert np.allclose(ddp_loss, single_loss, rtol=LOSS_RTOL, atol=0), (ddp_loss, single_loss)
     diff = _max_weight_diff(root / "ddp", root / "single")
     print(f"\nDDP (2 x 4 images) vs 1 process (8 images), 2 epochs x 3 steps: "
-          f"max |loss diff| {max(abs(a - b) for a, b in zip(ddp_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
+          f"max |loss diff| {max(abs(a - b) for a, b in zip(ddp_loss, single_loss, strict=True)):.2e}, max |weight diff| {diff:.2e}")
     assert diff < WEIGHT_ATOL
     state = torch.load(root / "ddp" / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (2, 0)
