@@ -3,11 +3,14 @@
     python .ci/lock.py update   # re-resolve from pyproject.toml (needs the package index): make lock
     python .ci/lock.py check    # offline: does the lock still match pyproject.toml? (CI runs it)
 
-``update`` runs pip-tools' ``pip-compile`` on pyproject.toml with the extras ``pipeline`` and
-``dev`` and the torch pins of constraints.txt, leaves torch and torchvision out (constraints.txt
-pins them by version: the platform picks the build, CPU or CUDA), adds the packages of
-``[tool.sdl-pipeline] without-dependencies`` (pinned and hashed, installed with ``--no-deps``),
-and records a digest of everything it was made from. ``make setup`` installs it with
+``update`` runs ``uv pip compile`` (uv: the hashes come from the index, nothing is downloaded)
+on pyproject.toml with the extras ``pipeline`` and ``dev`` and the torch pins of
+constraints.txt, against a CPU build of torch (so that torch's CUDA libraries stay out: the
+machine's wheel folder, ``SDL_LOCK_TORCH_FIND_LINKS``, default /opt/wheels where it exists, else
+PyTorch's CPU index), leaves torch and torchvision out (constraints.txt pins them by version: the
+platform picks the build, CPU or CUDA), adds the packages of ``[tool.sdl-pipeline]
+without-dependencies`` (pinned and hashed, installed with ``--no-deps``), and records a digest
+of everything it was made from. ``make setup`` installs it with
 ``pip install --require-hashes --no-deps -r requirements.lock``.
 
 ``check`` fails (naming what differs) when pyproject.toml's dependencies or constraints.txt
@@ -125,48 +128,40 @@ def check(root: Path = ROOT) -> list[str]:
     return problems
 
 
-def _drop(text: str, names: tuple[str, ...]) -> str:
-    """pip-compile output without the blocks of ``names`` (and the ``# via`` lines naming them stay)."""
-    out, skipping = [], False
-    for line in text.splitlines():
-        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
-        if match:
-            skipping = normalise(match.group(1)) in names
-        elif line and not line.startswith((" ", "\t")):
-            skipping = False
-        if not skipping:
-            out.append(line)
-    return "\n".join(out) + "\n"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def _hashed_without_dependencies(requirements: list[str], scratch: Path) -> str:
-    lines = []
-    for requirement in requirements:
-        folder = scratch / normalise(requirement)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(folder), requirement],
-                       check=True)
-        hashes = [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())]
-        lines.append(f"{requirement} \\\n" + " \\\n".join(f"    --hash=sha256:{h}" for h in hashes))
-        lines.append("    # via pyproject.toml [tool.sdl-pipeline] without-dependencies (installed with --no-deps)")
-    return "\n".join(lines) + "\n"
+def _torch_source() -> list[str]:
+    """Where ``uv`` finds a CPU build of torch to resolve torch's own dependencies against."""
+    import os
+
+    folder = os.environ.get("SDL_LOCK_TORCH_FIND_LINKS", "/opt/wheels")
+    if Path(folder).is_dir():
+        return ["--find-links", folder]
+    return ["--extra-index-url", TORCH_CPU_INDEX, "--index-strategy", "unsafe-best-match"]
+
+
+def _compile(root: Path, arguments: list[str], output: Path) -> str:
+    command = [sys.executable, "-m", "uv", "pip", "compile", "--quiet", "--no-header", "--generate-hashes",
+               "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28", *arguments, "-o", str(output)]
+    subprocess.run(command, check=True, cwd=root)
+    return output.read_text(encoding="utf-8")
 
 
 def update(root: Path = ROOT) -> Path:
-    """Resolve and write requirements.lock (needs pip-tools and the package index)."""
+    """Resolve and write requirements.lock (needs uv and the package index)."""
     current = spec(root)
     with tempfile.TemporaryDirectory() as scratch:
-        compiled = Path(scratch) / "compiled.txt"
-        command = [
-            sys.executable, "-m", "piptools", "compile", "--quiet", "--no-header", "--generate-hashes",
-            "--allow-unsafe", "--strip-extras", "--no-emit-index-url", "--no-emit-find-links",
-            *(f"--extra={e}" for e in EXTRAS), "-c", str(root / "constraints.txt"),
-            "-o", str(compiled), str(root / "pyproject.toml"),
-        ]
-        subprocess.run(command, check=True, cwd=root)
-        body = _drop(compiled.read_text(encoding="utf-8"), OUTSIDE)
-        extra = _hashed_without_dependencies(list(current["without-dependencies"]), Path(scratch))  # type: ignore[arg-type]
+        body = _compile(root, [
+            "pyproject.toml", *(f"--extra={e}" for e in EXTRAS), "-c", "constraints.txt", *_torch_source(),
+            *(a for name in OUTSIDE for a in ("--no-emit-package", name)),
+        ], Path(scratch) / "compiled.txt")
+        listed = Path(scratch) / "without-dependencies.in"
+        listed.write_text("\n".join(current["without-dependencies"]) + "\n", encoding="utf-8")  # type: ignore[arg-type]
+        extra = _compile(root, [str(listed), "--no-deps"], Path(scratch) / "without-dependencies.txt")
+    extra = extra.replace(f"# via -r {listed}", "# via pyproject.toml [tool.sdl-pipeline] without-dependencies")
     header = HEADER.format(extras=",".join(EXTRAS), outside=" and ".join(OUTSIDE))
-    text = f"{header}{DIGEST_LINE}{spec_digest(root)}\n\n{body}{extra}"
+    text = f"{header}{DIGEST_LINE}{spec_digest(root)}\n\n{body.rstrip()}\n\n# installed with --no-deps:\n{extra}"
     (root / LOCK).write_text(text, encoding="utf-8")
     return root / LOCK
 
