@@ -189,7 +189,7 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]], do
     column as unexpected index; Data Docs into ``docs`` when given); one row per expectation."""
     import great_expectations as gx
 
-    context = _context(Path(docs) if docs is not None else None)
+    context = _context(Path(docs).resolve() if docs is not None else None)
     source = context.data_sources.add_pandas("sdl")
     rows: list[dict[str, Any]] = []
     for name, expectations in suites.items():

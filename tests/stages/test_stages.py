@@ -51,10 +51,16 @@ def test_download_writes_manifest_and_tags(workdir: Path) -> None:
 
 
 def test_validate_passes_and_writes_reports(workdir: Path) -> None:
-    assert run(validate, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation") == 0
+    assert run(validate, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation",
+               docs=f"{D}/data_docs") == 0
     report = json.loads(Path(f"{D}/validation/report.json").read_text())
     assert report["success"] and report["summary"]["decoded"] == 150
     assert "PASSED" in Path(f"{D}/validation/report.md").read_text()
+    # the Checkpoints' Data Docs, a stage output: an index linking one validation page per suite
+    index = Path(f"{D}/data_docs/index.html").read_text()
+    pages = sorted(Path(f"{D}/data_docs/validations").glob("*/*/*/*.html"))
+    assert {p.parts[-4] for p in pages} == {"manifest", "labels", "vocabulary", "images"}
+    assert all(str(p.relative_to(f"{D}/data_docs")) in index for p in pages)
 
 
 def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
