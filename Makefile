@@ -20,14 +20,14 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 # Every package from the hashed lock (requirements.lock, without dependencies: it lists them
-# all), then torch and torchvision by version (constraints.txt), then this project.
+# all), then torch and torchvision by version (constraints.txt: their dependencies are in the
+# lock already, except a CUDA build's own nvidia-* libraries), then this project.
 $(STAMP): pyproject.toml constraints.txt requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python .ci/lock.py check
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
-	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) -c constraints.txt torch
-	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) --no-deps -c constraints.txt torchvision
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) -c constraints.txt torch torchvision
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

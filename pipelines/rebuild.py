@@ -103,14 +103,16 @@ def rebuild(dataset: str = "embedded", force: bool = False, root: str | None = N
     logger = get_run_logger()
     project = Path(root) if root else PROJECT_ROOT
     outcome: dict[str, str] = {}
+    vocabulary: dict[str, list[str] | None] = {}
     with pipeline_lock(project, f"rebuild {dataset}"):
         for stage in stage_names(project):
-            before = vocabulary_state(project, dataset) if stage == "embed" else None
+            if stage == "embed":
+                vocabulary["before"] = vocabulary_state(project, dataset)
             outcome[stage] = stage_task(stage)(stage, dataset, project, force)
             logger.info("%s@%s: %s", stage, dataset, outcome[stage])
             publish_stage(stage, dataset, project)
-            if stage == "embed":
-                announce_vocabulary(dataset, project, before)
+    if "before" in vocabulary:  # once the lock is released: the retraining it triggers takes the lock
+        announce_vocabulary(dataset, project, vocabulary["before"])
     return outcome
 
 

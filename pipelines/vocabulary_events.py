@@ -5,7 +5,9 @@ The event's resource is ``sdl.vocabulary.<dataset>``; its payload says what chan
 added and removed, the new size and hash). The retraining deployment of a dataset
 (pipelines/retrain.py ``serve`` / ``deploy``) is triggered by it as well as by its cron
 schedule, so a grown vocabulary is looked at without waiting for the night. The rebuild flow
-emits it; the retrain flow does not (it is already looking at the new vocabulary).
+emits it when it has finished and released the project lock (a retraining started at once
+would otherwise find the lock held); the retrain flow does not (it is already looking at the
+new vocabulary).
 """
 
 from __future__ import annotations

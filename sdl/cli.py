@@ -208,7 +208,7 @@ def _model_name(args: argparse.Namespace) -> str:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from sdl.mlops import registry, run_context, tracking
+    from sdl.mlops import registry, tracking
 
     _check_store()
     name = _model_name(args)
@@ -234,7 +234,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         rows.append([
             str(v.version), ",".join(v.aliases) or "-", v.status, v.created,
             *[f"{v.metrics[m]:.2f}" if m in v.metrics else "-" for m in shown],
-            gate, (run_context.commit_of(v.tags) or "-")[:12], v.tags.get("backbone", "-"),
+            gate, (v.commit or "-")[:12], v.tags.get("backbone", "-"),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"{name}")

@@ -140,8 +140,10 @@ def test_models_list_promote_and_rollback(project: Project, capsys: pytest.Captu
     assert code == 0 and "champion history" in out and "by hand" in out and "gzsl.map" in out
     # the commit column reads MLflow's own source tag (versions made before it: `git_commit`)
     header, *rows = out.splitlines()[1:4]
-    commit = tracking.configured_mlflow().MlflowClient().get_model_version(NAME, "1").tags["mlflow.source.git.commit"]
+    client = tracking.configured_mlflow().MlflowClient()
+    commit = client.get_run(client.get_model_version(NAME, "1").run_id).data.tags["mlflow.source.git.commit"]
     assert "commit" in header.split() and commit[:12] in rows[1].split()
+    assert json.loads(run_cli(capsys, "models", "list", "--dataset", "embedded", "--json")[1])["versions"][1]["commit"] == commit
     code, out, _ = run_cli(capsys, "models", "rollback", "--dataset", "embedded")
     assert code == 0 and "v2 -> v1" in out
     assert registry.current_alias_version(NAME, "champion") == 1

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from sdl.mlops import tracking
+from sdl.mlops import run_context, tracking
 from sdl.mlops.model_logging import log_pyfunc
 from sdl.mlops.pyfunc import VOCABULARY_FILE
 from sdl.safety.locks import LockBusy, file_lock
@@ -344,6 +344,7 @@ class VersionInfo:
     run_id: str
     metrics: dict[str, float]
     tags: dict[str, str]
+    commit: str = ""  # the version's mlflow.source.git.commit, else its run's (legacy: git_commit)
 
 
 @dataclass(frozen=True)
@@ -386,13 +387,15 @@ def list_versions(name: str) -> list[VersionInfo]:
     out = []
     for mv in tracking.iter_registered_versions(name):
         metrics: dict[str, float] = {}
+        commit = run_context.commit_of(dict(mv.tags or {}))
         if mv.run_id:
             try:
-                logged = client.get_run(mv.run_id).data.metrics
+                run = client.get_run(mv.run_id)
                 metrics = {
-                    k: float(v) for k, v in logged.items()
+                    k: float(v) for k, v in run.data.metrics.items()
                     if k.split(".", 1)[0] in ("zsl", "gzsl") and ".paper_" not in k and ".delta_" not in k
                 }
+                commit = commit or run_context.commit_of(dict(run.data.tags))
             except Exception:  # the run may have been deleted
                 pass
         aliases = list(mv.aliases or [])
@@ -401,6 +404,6 @@ def list_versions(name: str) -> list[VersionInfo]:
         created = datetime.fromtimestamp(int(mv.creation_timestamp or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         out.append(VersionInfo(
             version=int(mv.version), aliases=sorted(aliases), status=(mv.tags or {}).get(STATUS_TAG, "complete"),
-            created=created, run_id=mv.run_id or "", metrics=metrics, tags=dict(mv.tags or {}),
+            created=created, run_id=mv.run_id or "", metrics=metrics, tags=dict(mv.tags or {}), commit=commit,
         ))
     return out

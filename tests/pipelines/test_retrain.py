@@ -253,7 +253,8 @@ def test_a_rebuild_publishes_artifacts_and_a_new_vocabulary_triggers_retraining(
         registered = json.loads((repo / "metrics/embedded/registered.json").read_text())
         assert "Promotion gate of sdl-embedded" in artifacts["embedded-gate"]["data"]
         link = artifacts["embedded-mlflow-run"]
-        assert link["type"] == "link" and f"/runs/{registered['run_id']}" in link["data"]
+        # (Prefect keeps a link artifact as Markdown: "[text](url)")
+        assert "(http://127.0.0.1:5000/#/experiments/" in link["data"] and f"/runs/{registered['run_id']})" in link["data"]
 
         def triggered() -> bool:
             runs = artifacts_and_runs(prefect_server, repo)["runs"][: None]
