@@ -33,7 +33,11 @@ def register_and_gate(
     )
     name, run_id = params.model_name, tracked.run_id
     existing = registry.version_of_run(name, run_id)
-    if existing is not None and "gate.decision" in existing.tags:
+    allowed = run_context.promotion_allowed(params.register.promote)
+    # a version that won but was not allowed to move champion (an experiment) is gated again
+    # once promotion is allowed (`dvc exp apply`, then register.<d>.promote: true)
+    held_back = existing is not None and existing.tags.get("gate.decision") == "won_not_promoted" and allowed[0]
+    if existing is not None and "gate.decision" in existing.tags and not held_back:
         previous = read_json(out) if Path(out).exists() else {}
         record = {**previous, "name": name, "version": existing.version, "aliases": existing.aliases, "run_id": run_id}
         write_json(out, record)
@@ -42,10 +46,10 @@ def register_and_gate(
         return record
     if existing is None:
         version = _register(params, model, tracked, test, read_json(metrics))
-    else:  # registered by an earlier run whose gate did not finish (store down, lock busy)
+    else:  # registered by an earlier run whose gate did not finish (store down, lock busy), or held back
         version = existing.version
-        log.info("%s: run %s is already %s version %d, without a gate decision: running the gate",
-                 dataset, run_id, name, version)
+        log.info("%s: run %s is already %s version %d, %s: running the gate", dataset, run_id, name, version,
+                 "held back from promotion before" if held_back else "without a gate decision")
     evaluate = params.evaluate
     data = gate.GateData(
         paths=test.paths, targets=test.targets, tags=test.tags, vectors=test.dataset_vectors, ks=list(evaluate.ks),
@@ -53,8 +57,7 @@ def register_and_gate(
         device=evaluate.device,
     )
     decision = gate.run_gate(name, version, data, params.register.primary_metric, params.register.min_margin,
-                             wait_seconds=params.register.lock_wait_seconds,
-                             allowed=run_context.promotion_allowed(params.register.promote))
+                             wait_seconds=params.register.lock_wait_seconds, allowed=allowed)
     aliases = registry.version_aliases(name, version)
     tracking.set_run_tags(run_id, {
         "registered.version": str(version), "gate.decision": decision.label,
