@@ -6,22 +6,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Extra pip arguments for torch and torchvision (constraints.txt pins their version, the
+# platform picks the build), e.g. a CPU-only build elsewhere:
+#   make setup TORCH_PIP_ARGS='--index-url https://download.pytorch.org/whl/cpu'
+TORCH_PIP_ARGS ?=
 export DVC_NO_ANALYTICS := 1
-export PREFECT_HOME := $(CURDIR)/.state/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
+# (no PREFECT_HOME here: a configured Prefect server or profile is the user's; without one the
+# flows keep their temporary server's state in .state/prefect, see pipelines/prefect_env.py)
 
-.PHONY: setup repro test test-fast dag ui clean-venv
+.PHONY: setup repro test test-fast lint lock check-lock dag ui clean-venv
 setup: $(STAMP)
 
-# torch first, from the pin (see constraints.txt), then the project with its extras.
-# animal-mnist declares tensorflow as a dependency it does not need: --no-deps.
-$(STAMP): pyproject.toml constraints.txt
+# Every package from the hashed lock (requirements.lock, without dependencies: it lists them
+# all), then torch and torchvision by version (constraints.txt: their dependencies are in the
+# lock already, except a CUDA build's own nvidia-* libraries), then this project.
+$(STAMP): pyproject.toml constraints.txt requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python .ci/lock.py check
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[pipeline,dev]'
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt torchvision==0.28.0 animal-mnist==0.4
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) -c constraints.txt torch torchvision
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 repro: $(STAMP)
@@ -32,6 +39,16 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Re-resolve requirements.lock from pyproject.toml and constraints.txt (needs the package index)
+lock: $(STAMP)
+	$(BIN)/python .ci/lock.py update
+
+check-lock:
+	$(PYTHON) .ci/lock.py check
 
 dag: $(STAMP)
 	$(BIN)/dvc dag

@@ -65,7 +65,7 @@ def header(title: str) -> str:
     import torch
 
     lines = [
-        f"# {title} — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"# {title} — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"machine: {machine()}; load average {load_average()}",
         f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}",
         f"command: {' '.join([Path(sys.executable).name, *sys.argv])}",

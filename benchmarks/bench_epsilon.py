@@ -32,8 +32,8 @@ from typing import Any
 
 import bench_common  # noqa: F401  (puts the repository on sys.path)
 import torch
-
 from bench_common import header, markdown_table, random_targets
+
 from sdl.config.epsilon import EpsilonOptions
 from sdl.losses import SDLLoss
 from sdl.models import create_model

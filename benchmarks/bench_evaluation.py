@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402
-import bench_metrics  # noqa: E402  (the released metric loops, re-implemented)
-import torch  # noqa: E402
+import bench_common
+import bench_metrics
+import torch
 
-from sdl.eval.metrics import evaluate, mean_average_precision, precision_recall_f1_at_k  # noqa: E402
-from sdl.models.scoring import score_tags  # noqa: E402
+from sdl.eval.metrics import evaluate, mean_average_precision, precision_recall_f1_at_k
+from sdl.models.scoring import score_tags
 
 
 def make_data(n: int, m: int, d: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -36,15 +36,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset, RandomSampler  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
+import bench_common
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
-from sdl.data.dataset import AugmentConfig, TaggedImageDataset  # noqa: E402
-from sdl.data.decoded_cache import ensure_decoded_cache  # noqa: E402
-from sdl.data.decoded_dataset import DecodedImageDataset  # noqa: E402
-from sdl.data.tensor_augment import Normalizer  # noqa: E402
+from sdl.data.dataset import AugmentConfig, TaggedImageDataset
+from sdl.data.decoded_cache import ensure_decoded_cache
+from sdl.data.decoded_dataset import DecodedImageDataset
+from sdl.data.tensor_augment import Normalizer
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PAPER_BATCHES = {"nus_wide": 192, "coco": 32, "open_images": 96}  # params.yaml train.<dataset>.batch_size

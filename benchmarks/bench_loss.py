@@ -34,11 +34,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_common  # noqa: E402
+import bench_common
 
-from sdl.losses import sdl_loss  # noqa: E402
-from sdl.losses.pairwise import default_pair_budget  # noqa: E402
-from sdl.models.scoring import score_tags  # noqa: E402
+from sdl.losses import sdl_loss
+from sdl.losses.pairwise import default_pair_budget
+from sdl.models.scoring import score_tags
 
 REG_LAMBDA = 0.3
 

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-from sdl.eval.metrics import (  # noqa: E402
+from sdl.eval.metrics import (
     average_precision_per_tag,
     evaluate,
     mean_average_precision,
@@ -181,7 +181,7 @@ def bench_vs_loop(args: argparse.Namespace) -> None:
     prf_ref = prf_ours if m_img == n else {
         k: precision_recall_f1_at_k(scores[:m_img], targets[:m_img], k) for k in ks
     }
-    d_prf = max(abs(a - b) for k in ks for a, b in zip(prf_ref[k], prf_loop[k]))
+    d_prf = max(abs(a - b) for k in ks for a, b in zip(prf_ref[k], prf_loop[k], strict=True))
 
     note_ap = "" if m_tags == c else f" (loop timed on {m_tags} of {c} tags, extrapolated linearly)"
     note_f1 = "" if m_img == n else f" (loop timed on {m_img:,} of {n:,} images, extrapolated linearly)"

@@ -26,9 +26,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402
+import bench_common
 
-from tests.helpers.repo import VENV_BIN, copy_repository, pipeline_env  # noqa: E402
+from tests.helpers.repo import VENV_BIN, copy_repository, pipeline_env
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 

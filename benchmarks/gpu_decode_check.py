@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402
-import torch  # noqa: E402
+import bench_common
+import torch
 
-from sdl.data.dataset import square_resize  # noqa: E402
-from sdl.data.images import load_rgb  # noqa: E402
-from sdl.data.tensor_augment import Normalizer  # noqa: E402
+from sdl.data.dataset import square_resize
+from sdl.data.images import load_rgb
+from sdl.data.tensor_augment import Normalizer
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -56,12 +56,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_common  # noqa: E402  (also puts the repository on sys.path)
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+import bench_common
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
 
-from sdl._torchvision_compat import ensure_torchvision_importable  # noqa: E402
+from sdl._torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 import timm  # noqa: E402

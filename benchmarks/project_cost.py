@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import STATED_H200_IMAGES_PER_SECOND, markdown_table  # noqa: E402
+from bench_common import STATED_H200_IMAGES_PER_SECOND, markdown_table
 
 
 @dataclass(frozen=True)

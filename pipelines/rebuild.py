@@ -7,8 +7,12 @@ project's pipeline lock (pipelines/lock.py) keeps a second run from starting bes
 
     python -m pipelines.rebuild --dataset embedded
 
-Without ``PREFECT_API_URL`` Prefect starts a temporary local server for the run; the
-project keeps its state in ``.state/prefect`` with analytics off.
+With a Prefect server or Cloud configured (``PREFECT_API_URL``, a profile, ``PREFECT_HOME``)
+the run goes there, as any Prefect run; with none, Prefect starts a temporary local server for
+the run and the project keeps its state in ``.state/prefect`` (pipelines/prefect_env.py). The
+run publishes artifacts (the validation report, the evaluation against the paper, the gate's
+decision, a link to the MLflow run: pipelines/artifacts.py) and, when `embed` changed the
+vocabulary, the event ``sdl.vocabulary.changed`` that the retraining deployment listens to.
 """
 
 from __future__ import annotations
@@ -25,14 +29,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def configure_prefect_environment(root: Path = PROJECT_ROOT) -> None:
-    """Keep Prefect's state inside the project, with analytics off, unless already set."""
-    os.environ.setdefault("PREFECT_HOME", str(root / ".state" / "prefect"))
+    """Keep the temporary server's state inside the project, with analytics off, unless the
+    user has configured Prefect (their home, profile or API are then used as they are)."""
+    from pipelines.prefect_env import user_configured
+
+    if not user_configured(root):
+        os.environ.setdefault("PREFECT_HOME", str(root / ".state" / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary local server must come up on a machine busy training: Prefect waits 20 s by
     # default, which a loaded 2-core machine has exceeded; and its database folder must exist
     # (Prefect does not create the parents of PREFECT_HOME, and its server then never starts).
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
+    if os.environ.get("PREFECT_HOME"):
+        Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
@@ -44,7 +53,9 @@ import re  # noqa: E402
 import yaml  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
+from pipelines.artifacts import publish_stage  # noqa: E402
 from pipelines.lock import pipeline_lock  # noqa: E402
+from pipelines.vocabulary_events import announce_vocabulary, vocabulary_state  # noqa: E402
 from sdl.config import ParamsError, check_params, load_params  # noqa: E402
 from sdl.data.kinds import check_options  # noqa: E402
 from sdl.safety.errors import UserError, run_command  # noqa: E402
@@ -170,10 +181,16 @@ def rebuild(dataset: str = "embedded", force: bool = False, root: str | None = N
     project = Path(root) if root else PROJECT_ROOT
     check_project_params(project, dataset)
     outcome: dict[str, str] = {}
+    vocabulary: dict[str, list[str] | None] = {}
     with pipeline_lock(project, f"rebuild {dataset}"):
         for stage in stage_names(project):
+            if stage == "embed":
+                vocabulary["before"] = vocabulary_state(project, dataset)
             outcome[stage] = stage_task(stage)(stage, dataset, project, force)
             logger.info("%s@%s: %s", stage, dataset, outcome[stage])
+            publish_stage(stage, dataset, project)
+    if "before" in vocabulary:  # once the lock is released: the retraining it triggers takes the lock
+        announce_vocabulary(dataset, project, vocabulary["before"])
     return outcome
 
 

@@ -15,7 +15,10 @@ up to date and the registry registers a training run once.
 
 `serve` and `deploy` need a Prefect server (``prefect server start``, then
 ``PREFECT_API_URL``); a worker (``prefect worker start --pool default``) runs what `deploy`
-schedules.
+schedules. The deployment runs on its cron schedule in ``retrain.<dataset>.timezone`` and on
+the event ``sdl.vocabulary.changed`` (pipelines/vocabulary_events.py), one run at a time across
+all runners and workers (a deployment concurrency limit of 1; further runs wait in line),
+besides the one-host project lock.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ configure_prefect_environment()
 import pandas as pd  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 
+from pipelines.artifacts import publish_stage  # noqa: E402
 from pipelines.lock import pipeline_lock  # noqa: E402
+from pipelines.vocabulary_events import retrain_trigger  # noqa: E402
 from sdl.config.params import dataset_params, load_params  # noqa: E402
 from sdl.mlops.growth import measure_growth, retraining_due  # noqa: E402
 from sdl.safety.errors import run_command  # noqa: E402
@@ -81,12 +86,16 @@ def retrain(dataset: str = "embedded", force: bool = False, root: str | None = N
     with pipeline_lock(project, f"retrain {dataset}"):
         for stage in upstream:
             stage_task(stage)(stage, dataset, project)
+            publish_stage(stage, dataset, project)
         verdict = compare_with_champion(dataset, project)
         logger.info("%s: %s (champion version %s; %s)", dataset, verdict["reason"], verdict["champion"],
                     json.dumps(verdict.get("growth", {})))
         if not (verdict["due"] or force):
             return {**verdict, "retrained": False, "outcome": verdict["reason"]}
-        outcome = {stage: stage_task(stage)(stage, dataset, project) for stage in downstream}
+        outcome = {}
+        for stage in downstream:
+            outcome[stage] = stage_task(stage)(stage, dataset, project)
+            publish_stage(stage, dataset, project)
         retrained = outcome.get("train") == "ran"
         summary = "retrained" if retrained else "not retrained: the training inputs are those of the last training run"
         logger.info("%s: %s", dataset, summary)
@@ -102,17 +111,37 @@ def schedule_of(dataset: str) -> str:
     return dataset_params(load_params(PROJECT_ROOT / "params.yaml"), dataset).retrain.schedule
 
 
+def deployment_options(dataset: str) -> dict[str, Any]:
+    """What `serve` and `deploy` give the deployment: the cron schedule in its time zone
+    (params.yaml), the vocabulary-change trigger, the dataset parameter."""
+    from prefect.schedules import Cron
+
+    settings = dataset_params(load_params(PROJECT_ROOT / "params.yaml"), dataset).retrain
+    return {
+        "name": f"retrain-{dataset}", "parameters": {"dataset": dataset},
+        "schedules": [Cron(settings.schedule, timezone=settings.timezone)],
+        "triggers": [retrain_trigger(dataset)],
+    }
+
+
+def one_at_a_time() -> Any:
+    """The deployment concurrency limit: one run at a time; a run due meanwhile waits (ENQUEUE)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
 def serve(dataset: str) -> None:
-    """Serve a deployment of the flow for ``dataset`` on its cron schedule from params.yaml:
-    this process polls the Prefect server and runs the scheduled runs itself."""
-    retrain.serve(name=f"retrain-{dataset}", cron=schedule_of(dataset), parameters={"dataset": dataset})
+    """Serve a deployment of the flow for ``dataset`` (:func:`deployment_options`): this process
+    polls the Prefect server and runs the scheduled and triggered runs itself."""
+    retrain.serve(**deployment_options(dataset), global_limit=one_at_a_time())
 
 
 def deploy(dataset: str, pool: str) -> None:
     """Create the deployment in work pool ``pool`` (runs go to its workers, which run the flow
-    from this project folder), on the cron schedule from params.yaml."""
+    from this project folder), with :func:`deployment_options`."""
     source = retrain.from_source(source=str(PROJECT_ROOT), entrypoint="pipelines/retrain.py:retrain")
-    source.deploy(name=f"retrain-{dataset}", work_pool_name=pool, cron=schedule_of(dataset), parameters={"dataset": dataset})
+    source.deploy(**deployment_options(dataset), work_pool_name=pool, concurrency_limit=one_at_a_time())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ def ensure_torchvision_importable() -> None:
     """Import torchvision, defining its missing operator schemas if (and only if) needed."""
     global _library
     try:
-        import torchvision  # noqa: F401
+        import torchvision
         return
     except RuntimeError as error:
         if _MISSING_OPERATOR not in str(error):

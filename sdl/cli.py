@@ -57,12 +57,11 @@ def _quiet() -> None:
 def _check_store(model_uri: str | None = None) -> None:
     from sdl.mlops import tracking
 
-    if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store():
-        if not Path("mlflow/mlflow.db").is_file():
-            raise CliError(
-                f"no MLflow store at {Path('mlflow/mlflow.db').resolve()}: run from the project root "
-                "or set MLFLOW_TRACKING_URI (or --tracking-uri)"
-            )
+    store = tracking.default_store_path()
+    if (model_uri is None or model_uri.startswith("models:/")) and tracking.uses_local_store() and not store.is_file():
+        raise CliError(
+            f"no MLflow store at {store}: run from the project root or set MLFLOW_TRACKING_URI (or --tracking-uri)"
+        )
 
 
 def load_tagger(uri: str):  # type: ignore[no-untyped-def]
@@ -230,7 +229,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     primary = {tracking.metric_name(v.tags["gate.primary_metric"]) for v in versions if "gate.primary_metric" in v.tags}
     shown = [m for m in ("zsl.map", "gzsl.map", *sorted(primary)) if m in metrics]
     shown = list(dict.fromkeys(shown))
-    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "git_commit", "model", "backbone"]
+    header = ["version", "aliases", "status", "registered (UTC)", *shown, "gate", "commit", "model", "backbone"]
     rows = []
     for v in versions:
         gate = v.tags.get("gate.decision", "-")
@@ -239,7 +238,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         rows.append([
             str(v.version), ",".join(v.aliases) or "-", v.status, v.created,
             *[f"{v.metrics[m]:.2f}" if m in v.metrics else "-" for m in shown],
-            gate, v.tags.get("git_commit", "-")[:12], v.tags.get("model_family", "sdl"), v.tags.get("backbone", "-"),
+            gate, (v.commit or "-")[:12], v.tags.get("model_family", "sdl"), v.tags.get("backbone", "-"),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print(f"{name}")
@@ -318,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     tag = commands.add_parser("tag", help="top-k tags of images")
     tag.add_argument("images", nargs="+", metavar="IMAGE")
     tag.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI (default {DEFAULT_MODEL})")
-    tag.add_argument("--tags", metavar="FILE", help="vocabulary file: one tag per line, 'tag = form | form' for word forms (default: the model's)")
+    tag.add_argument("--tags", metavar="FILE",
+                     help="vocabulary file: one tag per line, 'tag = form | form' for word forms (default: the model's)")
     tag.add_argument("--vocabulary", metavar="PARQUET", help="a project's current vocabulary, e.g. data/embedded/vocabulary.parquet")
     tag.add_argument("--top-k", type=int, default=5, metavar="K")
     tag.add_argument("--json", action="store_true", help="print JSON")

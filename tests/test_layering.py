@@ -116,9 +116,9 @@ def test_sdl_imports_no_prefect_or_dvc() -> None:
 def _imports_mlflow(path: Path) -> list[int]:
     lines = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in node.names):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "mlflow":
+        plain = isinstance(node, ast.Import) and any(a.name.split(".")[0] == "mlflow" for a in node.names)
+        named = isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "mlflow"
+        if plain or named:
             lines.append(node.lineno)
     return lines
 
@@ -155,7 +155,7 @@ def test_modules_and_functions_stay_short() -> None:
         if len(text.splitlines()) > 450:
             problems.append(f"{where}: {len(text.splitlines())} lines")
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 100:
-                if "longer than" not in (ast.get_docstring(node) or ""):
-                    problems.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+            long = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 100
+            if long and "longer than" not in (ast.get_docstring(node) or ""):
+                problems.append(f"{where}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not problems, "\n".join(problems)

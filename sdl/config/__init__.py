@@ -3,6 +3,7 @@ training config (``training``; Epsilon's architecture options in ``epsilon``), m
 (``metric_names``) and the strict typed reader they are built with (``typed``). Imports no
 torch: reading params never loads the deep-learning stack (a test keeps it so)."""
 
+from sdl.config.epsilon import EpsilonOptions
 from sdl.config.metric_names import Measure, MetricName
 from sdl.config.params import (
     STAGES,
@@ -20,7 +21,6 @@ from sdl.config.params import (
     dataset_params,
     load_params,
 )
-from sdl.config.epsilon import EpsilonOptions
 from sdl.config.training import AugmentConfig, TrainConfig
 from sdl.config.typed import ParamsError, from_mapping, load_yaml
 

@@ -9,6 +9,7 @@ checked through the kind registry by the stages when they read the params.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +126,17 @@ class RegisterParams:
     challenger becomes champion when its ``primary_metric`` (``zsl|gzsl`` . ``map|precision@K|
     recall@K|f1@K``, on the same test images and vocabulary) beats the champion's by more than
     zero and by at least ``min_margin`` points (>= 0). The gate holds the model's champion
-    lock; it waits up to ``lock_wait_seconds`` for a promotion or rollback under way."""
+    lock; it waits up to ``lock_wait_seconds`` for a promotion or rollback under way.
+    ``promote`` says whether the gate may move champion (``auto``: yes, except inside a DVC
+    experiment; ``true``; ``false``)."""
 
     model_name: str | None = None
     primary_metric: str = "gzsl.map"
     min_margin: float = 0.0
     lock_wait_seconds: float = 600.0
+    # auto: the gate promotes, except in a DVC experiment (DVC_EXP_NAME set); true: in
+    # experiments too; false: never (the gate's verdict is recorded, champion stays)
+    promote: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         MetricName.parse(self.primary_metric)  # raises, saying what a metric looks like
@@ -146,6 +152,7 @@ class RetrainParams:
     that makes it due (any threshold reached; null turns a threshold off), and its cron schedule."""
 
     schedule: str = "0 3 * * *"
+    timezone: str = "UTC"  # an IANA zone the cron schedule is read in (Europe/Paris, ...)
     min_new_tags: int | None = 10
     min_new_images: int | None = 1000
     min_relative_growth: float | None = 0.1
@@ -154,6 +161,10 @@ class RetrainParams:
         fields = self.schedule.split()
         if len(fields) != 5:
             raise ValueError(f"schedule must be a cron expression of 5 fields, got {self.schedule!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone must be an IANA time zone such as UTC or Europe/Paris, got {self.timezone!r}") from None
         for name in ("min_new_tags", "min_new_images"):
             value = getattr(self, name)
             if value is not None and value < 1:

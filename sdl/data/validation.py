@@ -10,6 +10,11 @@ sample, or all, of the image files decode) and, where the manifest records verif
 checks the published split sizes, and :func:`validate_vectors` (the ``embed`` stage) that
 every tag has a finite unit vector. Each gives a JSON and a Markdown report a person can
 read; the caller decides what a failure stops.
+
+Each suite runs through a GX Checkpoint with the COMPLETE result format and the frame's id
+column (``image_id``, ``tag``) as the unexpected index, so a failing expectation names the
+very images or tags at fault; with a ``docs`` folder the Checkpoint also builds GX Data Docs
+(HTML: every expectation, its result and the unexpected rows) there.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pandas as pd
 from sdl.config.params import ValidateParams
 from sdl.data.images import ImageDecodeError, load_rgb
 from sdl.data.manifest import resolve_paths
-from sdl.safety.atomic import atomic_write_text, write_json
+from sdl.safety.atomic import atomic_dir, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +69,14 @@ def tag_key(tag: object) -> str:
     return " ".join(str(tag).split()).lower()
 
 
-def _decodable(paths: list[Path]) -> list[dict[str, Any]]:
+def _decodable(ids: list[str], paths: list[Path]) -> list[dict[str, Any]]:
     rows = []
-    for path in paths:
+    for image_id, path in zip(ids, paths, strict=True):
         try:
             load_rgb(path)
-            rows.append({"path": str(path), "decodable": True, "error": ""})
+            rows.append({"image_id": image_id, "path": str(path), "decodable": True, "error": ""})
         except ImageDecodeError as error:
-            rows.append({"path": str(path), "decodable": False, "error": str(error)})
+            rows.append({"image_id": image_id, "path": str(path), "decodable": False, "error": str(error)})
     return rows
 
 
@@ -101,11 +106,12 @@ def build_frames(
     frames = {"manifest": images, "labels": labels, "vocabulary": vocabulary}
     if "negatives" in manifest.columns:  # verified negatives (Open Images): optional
         frames["negatives"] = _negatives_frame(manifest)
-    existing = [p for p, ok in zip(paths, images["file_exists"], strict=True) if ok]
+    existing = [(i, p) for i, p, ok in zip(manifest["image_id"], paths, images["file_exists"], strict=True) if ok]
     if bounds.decode_sample and len(existing) > bounds.decode_sample:
         rng = np.random.default_rng(bounds.seed)
         existing = [existing[i] for i in sorted(rng.choice(len(existing), bounds.decode_sample, replace=False))]
-    frames["images"] = pd.DataFrame(_decodable(existing), columns=["path", "decodable", "error"])
+    frames["images"] = pd.DataFrame(_decodable([str(i) for i, _ in existing], [p for _, p in existing]),
+                                    columns=["image_id", "path", "decodable", "error"])
     return frames
 
 
@@ -159,13 +165,50 @@ def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
     }
 
 
-def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Run each suite on its frame in an ephemeral GX context; one row per expectation."""
+# Which column names a row in each frame (GX's unexpected index), and a column whose text
+# explains a failure better than the failing value (the decoder's error).
+ID_COLUMNS = {"manifest": ["image_id"], "labels": ["image_id"], "vocabulary": ["tag"], "images": ["image_id", "error"],
+              "tag_split": ["tag"], "split_sizes": ["role"], "image_split": ["image_id"],
+              "train_images": ["image_id"], "wordvecs": ["tag"]}
+DETAIL_COLUMNS = {"images": "error"}
+DATA_DOCS_SITE = "sdl"
+
+
+def _example(entry: dict[str, Any], column: str | None, ids: list[str], detail: str | None) -> str:
+    """One failing row of GX's COMPLETE result as text: its id, and the failing value or detail."""
+    name = ", ".join(str(entry[c]) for c in ids if c in entry and c != detail)
+    if detail and detail in entry:
+        return f"{name}: {entry[detail]}"
+    values = [entry[k] for k in entry if k not in ids and k != detail]
+    shown = [v for v in values if not isinstance(v, bool | np.bool_)] if column not in ids else []
+    if not shown:
+        return name
+    text = ", ".join(f"{v:g}" if isinstance(v, float | np.floating) else str(_plain(v)) for v in shown)
+    return f"{name} ({text})" if name else text
+
+
+def _context(docs: Path | None):  # type: ignore[no-untyped-def]
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs is not None:
+        context.add_data_docs_site(site_name=DATA_DOCS_SITE, site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    return context
+
+
+def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]], docs: str | Path | None = None,
+               ) -> list[dict[str, Any]]:
+    """Run each suite on its frame through a GX Checkpoint (COMPLETE results, the frame's id
+    column as unexpected index; Data Docs into ``docs`` when given); one row per expectation."""
+    import great_expectations as gx
+
+    context = _context(Path(docs).resolve() if docs is not None else None)
     source = context.data_sources.add_pandas("sdl")
     rows: list[dict[str, Any]] = []
     for name, expectations in suites.items():
@@ -181,44 +224,54 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[Any]]) ->
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
         )
-        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-        for item in result.results:
-            config = item.expectation_config
-            detail = item.result or {}
-            examples = list(detail.get("partial_unexpected_list") or [])
-            if name == "labels" and examples:
-                examples = sorted({f"{x.get('image_id')}: {x.get('tag')}" if isinstance(x, dict) else x for x in examples})
-            if name == "images" and not item.success:
-                examples = frame.loc[~frame["decodable"], "error"].tolist()
-            if name == "manifest" and config.kwargs.get("column") == "file_exists" and not item.success:
-                examples = frame.loc[~frame["file_exists"], "image_id"].tolist()
-            if name == "vocabulary" and config.kwargs.get("column") in ("images", "prevalence") and not item.success:
-                column = config.kwargs["column"]
-                low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
-                bad = frame[(frame[column] < (low if low is not None else -np.inf)) | (frame[column] > (high if high is not None else np.inf))]
-                examples = [f"{t} ({v:g})" for t, v in zip(bad["tag"], bad[column], strict=True)]
-            rows.append(
-                {
-                    "suite": name,
-                    "expectation": config.type,
-                    "column": config.kwargs.get("column"),
-                    "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id", "value_set")},
-                    "success": bool(item.success),
-                    "unexpected_count": int(detail.get("unexpected_count") or (0 if item.success else 1)),
-                    "observed_value": _plain(detail.get("observed_value")),
-                    "examples": [_plain(x) for x in examples[:20]],
-                }
-            )
+        ids = [c for c in ID_COLUMNS.get(name, []) if c in frame.columns]
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"sdl-{name}", validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[DATA_DOCS_SITE])] if docs else [],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ids,
+                           "return_unexpected_index_query": False},
+        ))
+        outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+        for result in outcome.run_results.values():
+            rows += [_row(name, item, ids) for item in result.results]
     return rows
 
 
+def _row(suite: str, item: Any, ids: list[str]) -> dict[str, Any]:
+    config = item.expectation_config
+    detail = item.result or {}
+    column = config.kwargs.get("column")
+    found = detail.get("unexpected_index_list") or []
+    examples = list(dict.fromkeys(
+        _example(e, column, ids, DETAIL_COLUMNS.get(suite)) if isinstance(e, dict) else str(e) for e in found
+    ))
+    if not examples and not item.success:
+        examples = [str(_plain(x)) for x in (detail.get("unexpected_list") or [])]
+    return {
+        "suite": suite,
+        "expectation": config.type,
+        "column": column,
+        "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id", "value_set")},
+        "success": bool(item.success),
+        "unexpected_count": int(detail.get("unexpected_count") or (0 if item.success else 1)),
+        "observed_value": _plain(detail.get("observed_value")),
+        "examples": [_plain(x) for x in examples[:20]],
+    }
+
+
 def validate_dataset(
-    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidateParams
+    manifest: pd.DataFrame, manifest_path: Path, tags: pd.DataFrame, bounds: ValidateParams,
+    docs: str | Path | None = None,
 ) -> ValidationReport:
-    """Run all suites on a dataset; the report says what failed and shows examples."""
+    """Run all suites on a dataset (GX Data Docs into ``docs`` when given); the report says
+    what failed and names the images or tags at fault."""
     frames = build_frames(manifest, manifest_path, tags, bounds)
     vocab = tags["tag"].tolist()
-    rows = run_suites(frames, _suites(vocab, bounds))
+    if docs is None:
+        rows = run_suites(frames, _suites(vocab, bounds))
+    else:
+        with atomic_dir(docs) as staging:  # the old Data Docs or the new ones, never a mix
+            rows = run_suites(frames, _suites(vocab, bounds), staging)
     summary = {
         "images": len(manifest),
         "tags": len(tags),

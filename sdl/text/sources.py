@@ -113,7 +113,7 @@ class FastTextBinSource(_BuiltinSource):
 
 def _open_maybe_gzip(path: Path) -> tuple[IO[bytes], IO[bytes]]:
     """(reader, raw file): gzip is detected by its magic bytes, whatever the suffix."""
-    raw = open(path, "rb")
+    raw = open(path, "rb")  # noqa: SIM115 (returned: the caller closes it)
     if raw.read(2) == b"\x1f\x8b":
         raw.seek(0)
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw

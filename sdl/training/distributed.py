@@ -37,8 +37,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,7 +247,7 @@ def relaunch(module: str, argv: Sequence[str], launch: Launch | int) -> int:
                  " ".join(command))
     else:
         log.info("launching %d processes: %s", launch.nproc_per_node, " ".join(command))
-    child = subprocess.Popen(command)  # noqa: S603 (our own interpreter and module)
+    child = subprocess.Popen(command)  # our own interpreter and module
 
     def forward(signum: int, _frame: Any) -> None:
         child.send_signal(signum)

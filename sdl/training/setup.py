@@ -20,8 +20,8 @@ from sdl.data.dataset import TaggedImageDataset
 from sdl.models import create_model
 from sdl.safety.errors import InputError
 from sdl.training import distributed
-from sdl.training.state import TrainData
 from sdl.training.data_path import training_images
+from sdl.training.state import TrainData
 from sdl.training.token_cache import CACHE_DIR, TokenDataset, cached_tokens
 
 log = logging.getLogger(__name__)

@@ -211,7 +211,7 @@ def test_load_yaml_errors(tmp_path):
     with pytest.raises(ParamsError, match="no such file"):
         load_yaml(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
-    with pytest.raises(ParamsError, match="bad.yaml"):
+    with pytest.raises(ParamsError, match=r"bad\.yaml"):
         load_yaml(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ParamsError, match="top level"):
@@ -258,5 +258,5 @@ def test_embedded_trains_sdl_by_default_and_epsilon_when_switched(real):
     assert dataset_params(real, "embedded").train.model == "sdl"
     switched = dataset_params(_variant(real, "train.embedded.model", "epsilon"), "embedded").train
     assert switched.model == "epsilon" and switched.epsilon.project_tokens and switched.epsilon.token_dim == 128
-    with pytest.raises(ParamsError, match="train.embedded.epsilon: unknown key"):
+    with pytest.raises(ParamsError, match=r"train.embedded.epsilon: unknown key"):
         check_params(_variant(real, "train.embedded.epsilon.layers", 2))

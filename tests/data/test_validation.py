@@ -85,9 +85,11 @@ def test_faults_are_reported_per_expectation(dataset, tmp_path):
     too_common = sorted(t for t, p in prevalence.items() if p > limit)
     assert too_common
 
+    docs = tmp_path / "data_docs"
     report = validate_dataset(
         manifest, folder / "manifest.parquet", _tag_table(vocabulary),
         ValidateParams(min_tags_per_image=1, max_tags_per_image=4, min_images_per_tag=1, max_tag_prevalence=limit),
+        docs=docs,
     )
     assert not report.success
     expected_failures = {
@@ -110,6 +112,18 @@ def test_faults_are_reported_per_expectation(dataset, tmp_path):
         for needle in needles:
             assert any(str(needle) in str(example) for example in row["examples"]), (needle, row["examples"])
             assert str(needle) in line
+    # GX's COMPLETE results name the rows at fault by their id column
+    assert _row(report, "manifest", "expect_column_values_to_be_in_set", "file_exists")["examples"] == [ids[10]]
+    assert _row(report, "manifest", "expect_column_values_to_be_unique", "image_id")["examples"] == [ids[4]]
+    assert _row(report, "manifest", "expect_column_values_to_be_between", "num_tags")["examples"] == [f"{ids[20]} (0)"]
+    assert _row(report, "labels", "expect_column_values_to_be_in_set", "tag")["examples"] == [f"{ids[15]} (unicorn)"]
+    decode = _row(report, "images", "expect_column_values_to_be_in_set", "decodable")["examples"]
+    assert len(decode) == 1 and decode[0].startswith(f"{ids[12]}: ")
+    # the Checkpoint's Data Docs: an index and a page per suite's validation, naming the failures
+    assert (docs / "index.html").is_file()
+    pages = {p.parent.parent.parent.name: p.read_text(encoding="utf-8") for p in docs.glob("validations/*/*/*/*.html")}
+    assert set(pages) == {"manifest", "labels", "vocabulary", "images"}
+    assert ids[10] in pages["manifest"] and "unicorn" in pages["labels"]
     prevalence_examples = _row(report, "vocabulary", "expect_column_values_to_be_between", "prevalence")["examples"]
     assert prevalence_examples == [f"{t} ({prevalence[t]:g})" for t in vocabulary if t in too_common]
     others = [r for r in report.rows if (r["suite"], r["expectation"], r["column"]) not in expected_failures]

@@ -67,8 +67,8 @@ def test_old_splits_and_manifests_read_as_before(tmp_path: Path) -> None:
     test = read_test_set(*_write(tmp_path, negatives=False, settings=False))
     assert test.image_sets is None and not test.has_negatives
     assert test.targets.dtype == np.float32 and set(np.unique(test.targets)) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match="open_images.*negatives"):
+    with pytest.raises(ValueError, match=r"open_images.*negatives"):
         check_protocol_data("open_images", test)
-    with pytest.raises(ValueError, match="open_images.*negatives"):
+    with pytest.raises(ValueError, match=r"open_images.*negatives"):
         evaluate_model(tmp_path / "no-model", test, EvaluateParams(ks=[1], protocol="open_images"))
     check_protocol_data("sdl", test)

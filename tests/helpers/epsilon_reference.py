@@ -51,7 +51,7 @@ def attention(queries, keys, values, heads: int, over: str = "tokens") -> list[t
             weights = [[columns[j][i] for j in range(len(keys))] for i in range(len(queries))]
             weights = [[w / (sum(row) + 1e-8) for w in row] for row in weights]
         for i, row in enumerate(weights):
-            outputs[i].append(sum(w * v[sl] for w, v in zip(row, values)))
+            outputs[i].append(sum(w * v[sl] for w, v in zip(row, values, strict=True)))
     return [torch.cat(parts) for parts in outputs]
 
 
@@ -65,7 +65,7 @@ def encoder_layer(rows: list[torch.Tensor], layer: nn.TransformerEncoderLayer) -
     v = [w_in[2 * dim :] @ x + b_in[2 * dim :] for x in normed]
     attended = attention(q, k, v, layer.self_attn.num_heads)
     w_out, b_out = d64(layer.self_attn.out_proj.weight), d64(layer.self_attn.out_proj.bias)
-    rows = [x + w_out @ a + b_out for x, a in zip(rows, attended)]
+    rows = [x + w_out @ a + b_out for x, a in zip(rows, attended, strict=True)]
     out = []
     for x in rows:
         hidden = gelu(d64(layer.linear1.weight) @ layer_norm(x, layer.norm2) + d64(layer.linear1.bias))

@@ -9,9 +9,9 @@ import numpy as np
 
 from sdl.text.sources import TextVectorsSource
 
-ANIMALS = "cat dog horse zebra giraffe sheep cow bear bird elephant teddy teddy_bear".split()
-COLOURS = "red green blue yellow black white brown grey pink orange".split()
-VERBS = "runs sleeps eats jumps sits walks".split()
+ANIMALS = ["cat", "dog", "horse", "zebra", "giraffe", "sheep", "cow", "bear", "bird", "elephant", "teddy", "teddy_bear"]
+COLOURS = ["red", "green", "blue", "yellow", "black", "white", "brown", "grey", "pink", "orange"]
+VERBS = ["runs", "sleeps", "eats", "jumps", "sits", "walks"]
 VOCAB = ANIMALS + COLOURS + VERBS
 
 

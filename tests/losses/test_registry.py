@@ -63,7 +63,7 @@ def test_create_loss_passes_kwargs() -> None:
 
 
 def test_unknown_name_lists_known_losses() -> None:
-    with pytest.raises(ValueError, match="unknown loss 'nope'.*fast0tag.*sdl"):
+    with pytest.raises(ValueError, match=r"unknown loss 'nope'.*fast0tag.*sdl"):
         create_loss("nope")
 
 
@@ -95,7 +95,7 @@ def test_register_loss_rejects_clashes_and_non_modules() -> None:
             register_loss("sdl")(Dummy)
     finally:
         LOSSES.pop("_test_dummy", None)
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         register_loss("_test_function")(lambda x: x)  # type: ignore[arg-type]
     assert "_test_function" not in LOSSES
 

@@ -411,7 +411,7 @@ def test_gradcheck_pairwise_function() -> None:
     positives[1] = False
     for budget in (1, 8, 1000):
         assert torch.autograd.gradcheck(
-            lambda s: pairwise_softplus_sum(s, positives, max_pair_elements=budget), (scores,)
+            lambda s, budget=budget: pairwise_softplus_sum(s, positives, max_pair_elements=budget), (scores,)
         )
 
 

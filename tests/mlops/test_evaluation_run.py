@@ -27,7 +27,7 @@ def test_evaluation_report_logs_paper_values_deltas_and_artifacts(tmp_path: Path
     plots = tmp_path / "plots"
     write_plots(per_tag, curves, [], {"a", "b"}, plots)
     comparison = compare_with_published("nus_wide", results, {}, REFERENCES, run_id)
-    log_comparison(run_id, comparison, plots)
+    log_comparison(run_id, comparison, plots, [])
     assert comparison.metrics["zsl.map.paper_sdl"] == 25.9
     import mlflow
 

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from sdl.mlops import gate, registry, tracking
+from sdl.mlops.gate import decide
 from tests.helpers.registry_project import (
     Project,
     independent_gzsl_map,
     lineage,
 )
-from sdl.mlops.gate import decide
 
 
 def _results(zsl_map: float, gzsl_map: float, f1: float = 30.0) -> dict[str, dict[str, float]]:
@@ -40,7 +40,7 @@ def test_decide_without_a_champion_and_bad_arguments() -> None:
         decide(_results(1, 1), _results(1, 1), "gzsl.map", -0.5)
     with pytest.raises(ValueError, match="looks like"):
         decide(_results(1, 1), _results(1, 1), "gzsl.top5", 0.0)
-    with pytest.raises(KeyError, match="gzsl.f1@5"):
+    with pytest.raises(KeyError, match=r"gzsl\.f1@5"):
         decide(_results(1, 1), _results(1, 1), "gzsl.f1@5", 0.0)
 
 
@@ -77,7 +77,8 @@ def test_gate_decision_matches_independently_computed_metrics(project: Project, 
     version = client.get_model_version(name, str(v2))
     assert version.tags["gate.decision"] == ("promoted" if decision.promoted else "kept_champion")
     assert version.tags["gate.primary_metric"] == "gzsl.map" and version.description.startswith("Promotion gate:")
-    assert {"dataset", "data_version", "vocabulary_hash", "git_commit", "backbone", "num_rows", "reg_lambda"} <= set(version.tags)
+    lineage_tags = {"dataset", "data_version", "vocabulary_hash", "mlflow.source.git.commit", "backbone", "num_rows", "reg_lambda"}
+    assert lineage_tags <= set(version.tags)
     # the gate's value of the trained model is the evaluation stage's (same model, data, vocabulary)
     evaluation = json.loads((project.root / "metrics/embedded/eval.json").read_text())
     assert decision.challenger_metrics["gzsl"]["map"] == pytest.approx(evaluation["gzsl"]["map"], abs=1e-4)
@@ -93,3 +94,22 @@ def test_gate_decision_matches_independently_computed_metrics(project: Project, 
         model.embedding.weight.zero_()
     save_model(model, weak_dir)
     assert gate.evaluate_registered(name, v1, project.gate_data())["gzsl"]["map"] == pytest.approx(first.challenger_value)
+
+
+def test_a_gate_that_may_not_promote_records_its_verdict_and_scores(project: Project, logged: dict[str, str]) -> None:
+    """Inside a DVC experiment (register.promote: auto) the gate scores and records, and the
+    champion stays; its scores are metrics of the version's run, stepped by version."""
+    name = "sdl-gate-policy"
+    v1 = registry.register_logged_model(logged["trained"], name, project.run_id, lineage(project.model_dir))
+    decision = gate.run_gate(name, v1, project.gate_data(), allowed=(False, "DVC experiment 'x'"))
+    assert decision.won and not decision.promoted and decision.label == "won_not_promoted"
+    assert "not promoted: DVC experiment 'x'" in decision.reason
+    assert registry.current_alias_version(name, "champion") is None
+    client = tracking.configured_mlflow().MlflowClient()
+    assert client.get_model_version(name, str(v1)).tags["gate.decision"] == "won_not_promoted"
+    history = client.get_metric_history(project.run_id, "gate.challenger.gzsl.map")
+    assert any(m.step == v1 and m.value == pytest.approx(decision.challenger_value) for m in history)
+    assert client.get_metric_history(project.run_id, "gate.won")[-1].value == 1.0
+    assert client.get_metric_history(project.run_id, "gate.promoted")[-1].value == 0.0
+    promoted = gate.run_gate(name, v1, project.gate_data())  # allowed (the default): first model becomes champion
+    assert promoted.promoted and registry.current_alias_version(name, "champion") == v1

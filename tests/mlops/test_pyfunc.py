@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdl.mlops.serving_inputs import RequestRejected
 from sdl.mlops import registry, tracking
+from sdl.mlops.serving_inputs import RequestRejected
 from tests.helpers.registry_project import (
     Project,
     independent_scores,
@@ -145,7 +145,7 @@ def test_another_vocabulary_with_new_tags(project: Project, tagger: Any) -> None
     # explicit vectors (a flat list, as MLflow params are 1-D) give the same ranking
     flat = tagger.predict(images, params={"tags": ["zebra", "lion", "dog"], "vectors": vectors.ravel().tolist(), "top_k": 3})
     assert [list(t) for t in flat["tags"]] == [list(t) for t in out["tags"]]
-    with pytest.raises(RequestRejected, match="1 of the 2 tags have no word vector .tags 'qxqxzzyq'."):
+    with pytest.raises(RequestRejected, match=r"1 of the 2 tags have no word vector .tags 'qxqxzzyq'."):
         tagger.predict(images, params={"tags": ["dog", "qxqxzzyq"]})
 
 

@@ -146,6 +146,43 @@ def test_register_stage_runs_the_gate_and_writes_its_decision(project: Project, 
     assert version.tags["vocabulary_hash"] == gate["vocabulary_hash"]
 
 
+def test_an_experiment_registers_and_gates_but_moves_champion_only_when_allowed(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside `dvc exp run` (DVC_EXP_NAME set) the stage registers and gates, records the
+    verdict and keeps champion; once promotion is allowed (out of the experiment, promote:
+    auto) the held-back version is gated again and promoted."""
+    from stages import register as register_stage
+
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["register"]["embedded"].update(model_name="sdl-exp-stage", promote="auto")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = tmp_path / "registered.json"
+    argv = ["--dataset", "embedded", "--params", str(path), "--model", "models/embedded", "--manifest",
+            f"{D}/manifest.parquet", "--split", f"{D}/split", "--vocabulary", f"{D}/vocabulary.parquet",
+            "--metrics", "metrics/embedded/eval.json", "--out", str(out)]
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-a")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "b" * 40)
+    assert register_stage.main(argv) == 0
+    held = json.loads(out.read_text())
+    assert held["version"] == 1 and held["aliases"] == ["challenger"]
+    assert held["gate"]["won"] is True and held["gate"]["promoted"] is False
+    assert "DVC experiment 'exp-a'" in held["gate"]["reason"]
+    client = tracking.configured_mlflow().MlflowClient()
+    version = client.get_model_version("sdl-exp-stage", "1")
+    assert version.tags["gate.decision"] == "won_not_promoted" and version.tags["dvc.experiment"] == "exp-a"
+    assert registry.current_alias_version("sdl-exp-stage", "champion") is None
+    assert register_stage.main(argv) == 0  # still in the experiment: nothing changes
+    assert registry.current_alias_version("sdl-exp-stage", "champion") is None
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert register_stage.main(argv) == 0  # a plain `dvc repro` of the applied experiment
+    promoted = json.loads(out.read_text())
+    assert promoted["version"] == 1 and promoted["gate"]["promoted"] is True
+    assert registry.current_alias_version("sdl-exp-stage", "champion") == 1
+    assert [v.version for v in registry.list_versions("sdl-exp-stage")] == [1]
+
+
 def test_champion_changes_wait_for_the_champion_lock(project: Project, logged: dict[str, str], tmp_path: Path) -> None:
     """While another process changes the champion, promote / rollback / the gate refuse after
     their wait and change nothing; the register stage then gates the version it left ungated."""

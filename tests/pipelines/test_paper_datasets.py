@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sdl.data.kinds.coco import COCO_SEEN, COCO_UNSEEN
+from tests.helpers.paper import DATASETS, paper_params
 from tests.helpers.replicas import (
     NUS_CONCEPTS,
     MotoS3,
@@ -26,7 +27,6 @@ from tests.helpers.replicas import (
     write_nus_wide_replica,
     write_open_images_replica,
 )
-from tests.helpers.paper import DATASETS, paper_params
 from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
 from tests.helpers.wordvecs import train_fasttext_bin
 
@@ -60,7 +60,10 @@ def sources(tmp_path_factory: pytest.TempPathFactory, moto_s3: MotoS3) -> Iterat
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, repo_params: dict[str, Any], sources: dict[str, Any]) -> tuple[Path, str]:
-    root = copy_repository(tmp_path_factory.mktemp("paper"), paper_params(repo_params, sources['server'].base_url, sources['s3'].endpoint_url, BUCKET, len(sources['oi'].seen), len(sources['oi'].unseen)))
+    oi = sources["oi"]
+    params = paper_params(repo_params, sources["server"].base_url, sources["s3"].endpoint_url, BUCKET, len(oi.seen),
+                          len(oi.unseen))
+    root = copy_repository(tmp_path_factory.mktemp("paper"), params)
     env = {**pipeline_env(root), **MotoS3.CREDENTIALS}
     env.pop("AWS_ACCESS_KEY_ID", None)  # the public bucket is read unsigned, without credentials
     env.pop("AWS_SECRET_ACCESS_KEY", None)
@@ -69,7 +72,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, repo_params: dict[str, Any],
 
 
 def test_every_stage_of_every_paper_dataset_ran(built: tuple[Path, str]) -> None:
-    root, output = built
+    _root, output = built
     missing = [f"{s}@{d}" for d in DATASETS for s in STAGES if f"Running stage '{s}@{d}'" not in output]
     assert not missing, output[-3000:]
 

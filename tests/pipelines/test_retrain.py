@@ -28,7 +28,8 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any]) -> Path:
     params = {**tiny_params, "retrain": {"embedded": {
-        "schedule": "0 3 * * *", "min_new_tags": 3, "min_new_images": 40, "min_relative_growth": None,
+        "schedule": "0 3 * * *", "timezone": "Europe/Paris", "min_new_tags": 3, "min_new_images": 40,
+        "min_relative_growth": None,
     }}}
     root = copy_repository(tmp_path_factory.mktemp("retrain"), params)
     run_dvc(root, "repro")
@@ -120,7 +121,7 @@ def prefect_server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     log = folder / "server.log"
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     api = f"http://127.0.0.1:{port}/api"
     try:
@@ -141,7 +142,12 @@ def trigger(env: dict[str, str], root: Path, deployment: str) -> dict[str, Any]:
         f"        deployment = await client.read_deployment_by_name({deployment!r})\n"
         f"    run = await run_deployment({deployment!r}, timeout=600, poll_interval=2)\n"
         "    crons = [s.schedule.cron for s in deployment.schedules]\n"
-        "    print(json.dumps({'state': run.state.type.value, 'crons': crons}))\n"
+        "    zones = [s.schedule.timezone for s in deployment.schedules]\n"
+        "    limit = deployment.global_concurrency_limit\n"
+        "    print(json.dumps({'state': run.state.type.value, 'crons': crons, 'zones': zones,\n"
+        "                      'limit': limit.limit if limit else None,\n"
+        "                      'collisions': str(deployment.concurrency_options.collision_strategy.value)\n"
+        "                      if deployment.concurrency_options else None}))\n"
         "asyncio.run(main())\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=700)
@@ -158,12 +164,13 @@ def test_a_served_deployment_runs_through_the_prefect_api(repo: Path, prefect_se
     log = tmp_path / "serve.log"
     served = subprocess.Popen(
         [sys.executable, "-m", "pipelines.retrain", "serve", "--dataset", "embedded"], cwd=repo, env=prefect_server,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     try:
         wait_for(lambda: deployment_exists(prefect_server, "retrain/retrain-embedded"), 180, log)
         answer = trigger(prefect_server, repo, "retrain/retrain-embedded")
-        assert answer == {"state": "COMPLETED", "crons": ["0 3 * * *"]}, log.read_text()[-3000:]
+        assert answer == {"state": "COMPLETED", "crons": ["0 3 * * *"], "zones": ["Europe/Paris"], "limit": 1,
+                          "collisions": "ENQUEUE"}, log.read_text()[-3000:]
         text = log.read_text()
         assert "nothing is due" in text or "retraining is due" in text, text[-3000:]
     finally:
@@ -182,13 +189,86 @@ def test_a_worker_runs_the_deployed_flow(repo: Path, prefect_server: dict[str, s
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
         [prefect, "worker", "start", "--pool", "sdl-test"], cwd=repo, env=prefect_server,
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
     )
     try:
         answer = trigger(prefect_server, repo, "retrain/retrain-embedded")
         assert answer["state"] == "COMPLETED", log.read_text()[-3000:]
+        assert answer["zones"] == ["Europe/Paris"] and answer["limit"] == 1, answer
     finally:
         stop(worker)
+
+
+ARTIFACTS_AND_RUNS = (
+    "import asyncio, json, sys\n"
+    "from prefect.client.orchestration import get_client\n"
+    "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, "
+    "DeploymentFilterName\n"
+    "async def main():\n"
+    "    async with get_client() as client:\n"
+    "        keys = sys.argv[1].split(',')\n"
+    "        found = await client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))\n"
+    "        runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[sys.argv[2]])))\n"
+    "        print(json.dumps({'artifacts': {a.key: {'type': a.type, 'data': str(a.data)} for a in found},\n"
+    "                          'runs': [{'state': r.state.type.value if r.state else None,\n"
+    "                                    'by': r.created_by.type if r.created_by else None,\n"
+    "                                    'parameters': r.parameters} for r in runs]}))\n"
+    "asyncio.run(main())\n"
+)
+KEYS = ("embedded-validation", "embedded-expectations", "embedded-evaluation", "embedded-metrics", "embedded-gate",
+        "embedded-gate-scores", "embedded-mlflow-run")
+
+
+def artifacts_and_runs(env: dict[str, str], root: Path) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, "-c", ARTIFACTS_AND_RUNS, ",".join(KEYS), "retrain-embedded"], cwd=root,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_rebuild_publishes_artifacts_and_a_new_vocabulary_triggers_retraining(
+    repo: Path, prefect_server: dict[str, str], tmp_path: Path
+) -> None:
+    """Against a real Prefect server: the rebuild flow leaves the validation report, the
+    evaluation against the paper, the gate's decision and a link to the MLflow run as
+    artifacts; its embed changes the vocabulary, the event it emits makes the automation of
+    the served retraining deployment start a run, which the serving process runs."""
+    log = tmp_path / "serve.log"
+    served = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.retrain", "serve", "--dataset", "embedded"], cwd=repo, env=prefect_server,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+    )
+    try:
+        wait_for(lambda: deployment_exists(prefect_server, "retrain/retrain-embedded"), 180, log)
+        before = len(artifacts_and_runs(prefect_server, repo)["runs"])
+        with open(repo / "vocabularies/embedded.txt", "a", encoding="utf-8") as handle:
+            handle.write("leopard\n")
+        rebuilt = subprocess.run([sys.executable, "-m", "pipelines.rebuild", "--dataset", "embedded"], cwd=repo,
+                                 env=prefect_server, capture_output=True, text=True, timeout=900)
+        assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+        assert "event sdl.vocabulary.changed emitted" in rebuilt.stdout + rebuilt.stderr
+        found = artifacts_and_runs(prefect_server, repo)
+        artifacts = found["artifacts"]
+        assert set(artifacts) == set(KEYS), sorted(artifacts)
+        assert artifacts["embedded-validation"]["type"] == "markdown" and "PASSED" in artifacts["embedded-validation"]["data"]
+        assert artifacts["embedded-evaluation"]["type"] == "markdown" and "| ZSL | map |" in artifacts["embedded-evaluation"]["data"]
+        assert artifacts["embedded-metrics"]["type"] == "table" and artifacts["embedded-gate-scores"]["type"] == "table"
+        registered = json.loads((repo / "metrics/embedded/registered.json").read_text())
+        assert "Promotion gate of sdl-embedded" in artifacts["embedded-gate"]["data"]
+        link = artifacts["embedded-mlflow-run"]
+        # (Prefect keeps a link artifact as Markdown: "[text](url)")
+        assert "(http://127.0.0.1:5000/#/experiments/" in link["data"] and f"/runs/{registered['run_id']})" in link["data"]
+
+        def triggered() -> bool:
+            runs = artifacts_and_runs(prefect_server, repo)["runs"][: None]
+            done = [r for r in runs if r["by"] == "AUTOMATION" and r["state"] == "COMPLETED"]
+            return len(runs) > before and bool(done)
+
+        wait_for(triggered, 300, log)
+        runs = artifacts_and_runs(prefect_server, repo)["runs"]
+        assert any(r["by"] == "AUTOMATION" and r["parameters"] == {"dataset": "embedded"} for r in runs), runs
+    finally:
+        stop(served)
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:

@@ -190,10 +190,12 @@ def test_vocabulary_and_label_faults_are_reported(built: Path) -> None:
     duplicate = failed[("labels", "expect_compound_columns_to_be_unique", None)]
     assert any(ids[0] in str(x) and "cat" in str(x) for x in duplicate["examples"])
     counts = failed[("manifest", "expect_column_values_to_be_between", "num_tags")]
-    assert counts["unexpected_count"] == 2 and set(counts["examples"]) == {0, len(all_tags)}
-    assert failed[("labels", "expect_column_values_to_be_in_set", "tag")]["examples"] == ["unicorn"]
+    # the examples name the images at fault (GX's COMPLETE result, image_id as the index)
+    assert counts["unexpected_count"] == 2 and set(counts["examples"]) == {f"{ids[1]} ({len(all_tags)})", f"{ids[2]} (0)"}
+    assert failed[("labels", "expect_column_values_to_be_in_set", "tag")]["examples"] == [f"{ids[3]} (unicorn)"]
     same_word = failed[("vocabulary", "expect_column_values_to_be_unique", "tag_key")]
-    assert same_word["unexpected_count"] == 2 and "polar bear" in same_word["examples"]
+    assert same_word["unexpected_count"] == 2
+    assert set(same_word["examples"]) == {"polar bear (polar bear)", "Polar  bear  (polar bear)"}
     markdown = report.to_markdown("faulty")
     assert "unicorn" in markdown and "polar bear" in markdown
 

@@ -80,7 +80,9 @@ UNPICKLING = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load",
               "shelve.open", "marshal.load", "marshal.loads", "yaml.unsafe_load", "yaml.full_load"}
 ALLOWED = {
     ("sdl/safety/safe_pickle.py", "pickle.Unpickler"): "the restricted unpickler (numpy arrays and plain containers only)",
-    ("sdl/mlops/pyfunc.py", "mlflow.pyfunc.load_model"): "`sdl tag` (load_pyfunc): a model of the project's own registry, logged as code, not a pickle (see SECURITY.md)",
+    ("sdl/mlops/pyfunc.py", "mlflow.pyfunc.load_model"): (
+        "`sdl tag` (load_pyfunc): a model of the project's own registry, logged as code, not a pickle (see SECURITY.md)"
+    ),
 }
 
 

@@ -25,6 +25,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # the tiny run lasts seconds
+        patch.setenv("DVC_STAGE", "train@embedded")  # as DVC sets it for a stage command
         yield root
 
 
@@ -49,10 +51,16 @@ def test_download_writes_manifest_and_tags(workdir: Path) -> None:
 
 
 def test_validate_passes_and_writes_reports(workdir: Path) -> None:
-    assert run(validate, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation") == 0
+    assert run(validate, manifest=f"{D}/manifest.parquet", tags=f"{D}/tags.csv", report=f"{D}/validation",
+               docs=f"{D}/data_docs") == 0
     report = json.loads(Path(f"{D}/validation/report.json").read_text())
     assert report["success"] and report["summary"]["decoded"] == 150
     assert "PASSED" in Path(f"{D}/validation/report.md").read_text()
+    # the Checkpoints' Data Docs, a stage output: an index linking one validation page per suite
+    index = Path(f"{D}/data_docs/index.html").read_text()
+    pages = sorted(Path(f"{D}/data_docs/validations").glob("*/*/*/*.html"))
+    assert {p.parts[-4] for p in pages} == {"manifest", "labels", "vocabulary", "images"}
+    assert all(str(p.relative_to(f"{D}/data_docs")) in index for p in pages)
 
 
 def test_split_writes_tag_and_image_splits(workdir: Path) -> None:
@@ -101,28 +109,82 @@ def test_train_writes_model_metrics_and_mlflow_run(workdir: Path) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
-    run_id = json.loads(Path("models/embedded/run.json").read_text())["run_id"]
-    logged = mlflow.get_run(run_id)
+    record = json.loads(Path("models/embedded/run.json").read_text())
+    logged = mlflow.get_run(record["run_id"])
     assert logged.data.params["train.backbone"] == "tf_efficientnet_lite0.in1k"
-    assert {"dataset", "data_version", "git_commit", "vocabulary_hash"} <= set(logged.data.tags)
+    assert {"dataset", "data_version", "vocabulary_hash"} <= set(logged.data.tags)
+    # MLflow's own source tags, not a tag of ours (not a git repository here: "unknown")
+    assert logged.data.tags["mlflow.source.git.commit"] == "unknown" and "git_commit" not in logged.data.tags
+    assert logged.data.tags["mlflow.source.name"] == "stages/train.py"
+    assert logged.data.tags["mlflow.project.entryPoint"] == "train@embedded"
     assert "epoch.val.gzsl.map" in logged.data.metrics
+    assert any(k.startswith("system/cpu_utilization") for k in logged.data.metrics)  # system metrics
+    # the trained network is a LoggedModel of the run, with the weights and the vocabulary
+    network = mlflow.get_logged_model(record["model_id"])
+    assert network.source_run_id == record["run_id"] and network.model_type == "sdl-network"
+    assert str(network.status) in ("READY", "LoggedModelStatus.READY")
+    files = {f.path for f in mlflow.MlflowClient().list_logged_model_artifacts(record["model_id"])}
+    assert {"model.safetensors", "model.json", "vocabulary.parquet"} <= files
+    assert [o.model_id for o in logged.outputs.model_outputs] == [record["model_id"]]
+
+
+EVALUATE = dict(
+    manifest=f"{D}/manifest.parquet", split=f"{D}/split", vocabulary=f"{D}/vocabulary.parquet",
+    model="models/embedded", references=str(REPO_ROOT / "references/published.yaml"),
+    metrics="metrics/embedded/eval.json", summary="metrics/embedded/summary.json",
+    comparison="metrics/embedded/comparison.md", **{"per-tag": "metrics/embedded/per_tag_ap.csv"},
+    curves="metrics/embedded/pr_at_k.csv", plots="metrics/embedded/plots",
+)
 
 
 def test_evaluate_writes_eval_json_and_plots(workdir: Path) -> None:
-    assert run(
-        evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", vocabulary=f"{D}/vocabulary.parquet",
-        model="models/embedded", references=str(REPO_ROOT / "references/published.yaml"),
-        metrics="metrics/embedded/eval.json", plots="metrics/embedded/plots",
-    ) == 0
+    assert run(evaluate, **EVALUATE) == 0
     result = json.loads(Path("metrics/embedded/eval.json").read_text())
     for setting in ("zsl", "gzsl"):
         assert {"map", "precision@1", "recall@1", "f1@1", "precision@2", "recall@2", "f1@2"} <= set(result[setting])
         assert 0.0 <= result[setting]["map"] <= 100.0
     assert set(result["chance"]) == {"zsl_map", "gzsl_map"}
-    per_tag = pd.read_csv("metrics/embedded/plots/per_tag_ap.csv")
+    summary = json.loads(Path("metrics/embedded/summary.json").read_text())
+    assert summary == {s: {k: result[s][k] for k in ("map", "f1@1", "f1@2")} for s in ("zsl", "gzsl")}
+    assert "| ZSL | map |" in Path("metrics/embedded/comparison.md").read_text()
+    per_tag = pd.read_csv("metrics/embedded/per_tag_ap.csv")
     assert set(per_tag.loc[per_tag["setting"] == "zsl", "tag"]) == {"cat", "sheep", "zebra"}
-    curve = pd.read_csv("metrics/embedded/plots/pr_at_k.csv")
+    curve = pd.read_csv("metrics/embedded/pr_at_k.csv")
     assert curve.loc[curve["setting"] == "zsl", "k"].tolist() == [1, 2, 3]
+    assert {"per_tag_ap_unseen.png", "pr_at_k.png"} <= set(os.listdir("metrics/embedded/plots"))
+
+
+def test_evaluation_is_linked_to_the_model_and_test_data_once_per_vocabulary(workdir: Path) -> None:
+    """Each evaluation is its own record: the metrics name the LoggedModel and the test data
+    (an mlflow.data dataset, its digest over manifest, split and vocabulary); a grown
+    vocabulary is a second record on the model, the next step of the run, not an overwrite."""
+    import pyarrow as pa
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow/mlflow.db")
+    record = json.loads(Path("models/embedded/run.json").read_text())
+    first = json.loads(Path("metrics/embedded/eval.json").read_text())
+    served = pq.read_table(f"{D}/vocabulary.parquet")
+    grown = pa.concat_tables([served, served.slice(0, 1).set_column(0, "tag", pa.array(["lion"]))
+                              .set_column(served.schema.get_field_index("role"), "role", pa.array(["extra"]))])
+    backup = Path(f"{D}/vocabulary.parquet").read_bytes()
+    pq.write_table(grown, f"{D}/vocabulary.parquet")
+    try:
+        assert run(evaluate, **EVALUATE) == 0
+    finally:
+        Path(f"{D}/vocabulary.parquet").write_bytes(backup)
+    second = json.loads(Path("metrics/embedded/eval.json").read_text())
+    assert second["vocabulary"]["extra_tags"] == 1
+    model = mlflow.get_logged_model(record["model_id"])
+    maps = {m.dataset_digest: m.value for m in model.metrics if m.key == "gzsl.map"}
+    assert len(maps) == 2 and set(maps.values()) == {first["gzsl"]["map"], second["gzsl"]["map"]}
+    assert all(m.dataset_name == "embedded-test" for m in model.metrics)
+    history = mlflow.MlflowClient().get_metric_history(record["run_id"], "gzsl.map")
+    assert sorted(m.step for m in history) == [0, 1]
+    inputs = mlflow.get_run(record["run_id"]).inputs
+    assert {d.dataset.digest for d in inputs.dataset_inputs} == set(maps)
+    assert record["model_id"] in {m.model_id for m in inputs.model_inputs}
 
 
 def test_register_makes_first_version_champion_and_it_tags_images(workdir: Path) -> None:
@@ -188,7 +250,7 @@ def test_train_converts_a_released_checkpoint_and_evaluate_scores_it(workdir: Pa
         assert 0.0 <= json.loads(Path("metrics/embedded/released_eval.json").read_text())["zsl"]["map"] <= 100.0
         params["train"]["embedded"].update({"num_rows": 3})
         Path("params.yaml").write_text(yaml.safe_dump(params))
-        with pytest.raises(ValueError, match="num_rows is 3 but released.pth has M = 2"):
+        with pytest.raises(ValueError, match=r"num_rows is 3 but released.pth has M = 2"):
             run(train, **{**paths, "model": "models/released3"})
     finally:
         params["train"]["embedded"] = original

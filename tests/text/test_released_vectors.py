@@ -47,7 +47,7 @@ def test_fixtures_have_the_released_structure(tmp_path: Path) -> None:
 
 
 def test_nus_vectors_by_tag_name(tmp_path: Path) -> None:
-    vectors, classes, array = nus_style_files(tmp_path, NAMES, seed=1)
+    vectors, _classes, array = nus_style_files(tmp_path, NAMES, seed=1)
     source = open_source({"kind": "released_pickle", "path": "wordvec_array.pickle", "classes": "classes.pickle"},
                          base_dir=tmp_path)
     assert isinstance(source, ReleasedPickleSource) and source.dim == 300 and source.names == NAMES
@@ -89,10 +89,10 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     short = write_released_pickle(dict(enumerate(NAMES[:-1])), tmp_path / "short.pickle")
     with pytest.raises(ValueError, match=f"short.pickle: {len(NAMES) - 1} names for the {len(NAMES)} vectors"):
         ReleasedPickleSource(vectors, short)
-    with pytest.raises(ValueError, match="without names.*classes"):
+    with pytest.raises(ValueError, match=r"without names.*classes"):
         ReleasedPickleSource(vectors)  # not COCO's 80 columns
     gap = write_released_pickle({0: "a", 2: "b"}, tmp_path / "gap.pickle")
-    with pytest.raises(ValueError, match="keys 0..1"):
+    with pytest.raises(ValueError, match=r"keys 0..1"):
         ReleasedPickleSource(write_released_pickle(np.zeros((3, 2), np.float32), tmp_path / "two.pickle"), gap)
     with pytest.raises(ValueError, match="float array"):
         ReleasedPickleSource(write_released_pickle({"other": 1}, tmp_path / "dict.pickle"))

@@ -27,9 +27,10 @@ import torch
 
 from sdl.training import distributed
 from sdl.training.loop import CHECKPOINT_FILE, EpochOrder, TrainConfig, TrainData, train
-from tests.helpers.ddp import LOSS_RTOL, CONFIG, WORKER, ddp_data, free_port, max_weight_diff
+from tests.helpers.ddp import CONFIG, LOSS_RTOL, WORKER, ddp_data, free_port, max_weight_diff
 from tests.helpers.gpu import needs_cuda
 from tests.helpers.repo import REPO_ROOT
+
 # Tolerances of the equivalence: float32 sums in another order, through 6 Adam steps.
 WEIGHT_ATOL = 1e-5
 
@@ -162,7 +163,7 @@ def test_launch_from_params_and_environment():
     one = TrainConfig(nproc_per_node=2, device="cpu")
     assert distributed.launch_for(one, {}) == distributed.Launch(2)
     two = dataclasses.replace(one, nnodes=2)
-    with pytest.raises(ValueError, match="rdzv_endpoint.*SDL_RDZV_ENDPOINT"):
+    with pytest.raises(ValueError, match=r"rdzv_endpoint.*SDL_RDZV_ENDPOINT"):
         distributed.launch_for(two, {})
     env = {"SDL_RDZV_ENDPOINT": "10.0.0.1:29400", "SLURM_JOB_ID": "77", "SLURM_NODEID": "0"}
     assert distributed.launch_for(two, env) == distributed.Launch(2, 2, "10.0.0.1:29400", "77", 0)
@@ -173,7 +174,7 @@ def test_launch_from_params_and_environment():
         with pytest.raises(ValueError, match="SDL_"):
             distributed.launch_for(two, bad)
     for bad_config in ({"nnodes": 0}, {"nnodes": True}, {"rdzv_endpoint": "host"}, {"rdzv_endpoint": "h:99999"}):
-        with pytest.raises(ValueError, match="nnodes|rdzv_endpoint"):
+        with pytest.raises(ValueError, match=r"nnodes|rdzv_endpoint"):
             TrainConfig(**bad_config)  # type: ignore[arg-type]
 
 
@@ -248,7 +249,7 @@ def test_ddp_matches_one_process_with_the_global_batch(ddp_runs):
     assert np.allclose(ddp_loss, single_loss, rtol=LOSS_RTOL, atol=0), (ddp_loss, single_loss)
     diff = max_weight_diff(root / "ddp", root / "single")
     print(f"\nDDP (2 x 4 images) vs 1 process (8 images), 2 epochs x 3 steps: "
-          f"max |loss diff| {max(abs(a - b) for a, b in zip(ddp_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
+          f"max |loss diff| {max(abs(a - b) for a, b in zip(ddp_loss, single_loss, strict=True)):.2e}, max |weight diff| {diff:.2e}")
     assert diff < WEIGHT_ATOL
     state = torch.load(root / "ddp" / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     assert (state["epoch"], state["step_in_epoch"]) == (2, 0)
@@ -301,7 +302,7 @@ def test_two_nodes_match_one_process_with_the_global_batch(two_node_run):
     assert np.allclose(node_loss, single_loss, rtol=LOSS_RTOL, atol=0), (node_loss, single_loss)
     diff = max_weight_diff(root / "nodes", root / "single")
     print(f"\n2 nodes x 1 process (c10d on 127.0.0.1, gloo) vs 1 process (8 images), 2 epochs x 3 steps: "
-          f"max |loss diff| {max(abs(a - b) for a, b in zip(node_loss, single_loss)):.2e}, max |weight diff| {diff:.2e}")
+          f"max |loss diff| {max(abs(a - b) for a, b in zip(node_loss, single_loss, strict=True)):.2e}, max |weight diff| {diff:.2e}")
     assert diff < WEIGHT_ATOL
     assert results[1] == results[0]
     lines = [line for line in (root / "node-callbacks.txt").read_text().split("\n") if line]

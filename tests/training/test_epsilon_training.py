@@ -214,8 +214,8 @@ def test_ddp_with_a_token_cache_matches_one_process(data, tmp_path):
     import subprocess
     import sys
 
-    from tests.helpers.repo import REPO_ROOT
     from tests.helpers.ddp import LOSS_RTOL, WORKER, free_port
+    from tests.helpers.repo import REPO_ROOT
 
     config = _config(epochs=2, augment=NO_AUGMENT, token_cache="float32", device="cpu")
     reference = train(config, data, tmp_path / "single", progress=False)

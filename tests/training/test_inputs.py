@@ -47,5 +47,5 @@ def test_old_manifests_and_the_open_images_protocol(tmp_path: Path) -> None:
     data = read_training_inputs(*paths).data
     np.testing.assert_array_equal(data.val_targets, [[1, 0, 0, 0]])
     assert data.val_protocol == "sdl"
-    with pytest.raises(ValueError, match="open_images.*negatives.*manifest"):
+    with pytest.raises(ValueError, match=r"open_images.*negatives.*manifest"):
         read_training_inputs(*paths, val_protocol="open_images")
