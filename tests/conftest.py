@@ -3,6 +3,8 @@ copies of the repository for end-to-end runs of DVC and Prefect."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,28 @@ import yaml
 
 from tests.helpers.replicas import ReplicaHTTPServer
 from tests.helpers.repo import REPO_ROOT, shrink_embedded
+
+
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uris_restored() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` keeps the URI in a module global and also writes it into
+    ``os.environ`` (for subprocesses): a test that pointed the library at its own short-lived
+    server would leave every later test, and every subprocess they start, talking to a closed
+    port. Each test ends with both put back as they were."""
+    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # also unsets the environment variable
+        mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

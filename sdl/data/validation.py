@@ -169,7 +169,7 @@ def _suites(vocab: list[str], bounds: ValidateParams) -> dict[str, list[Any]]:
 # explains a failure better than the failing value (the decoder's error).
 ID_COLUMNS = {"manifest": ["image_id"], "labels": ["image_id"], "vocabulary": ["tag"], "images": ["image_id", "error"],
               "tag_split": ["tag"], "split_sizes": ["role"], "image_split": ["image_id"],
-              "train_images": ["image_id"], "wordvecs": ["tag"]}
+              "train_images": ["image_id"], "wordvecs": ["tag"], "negatives": ["image_id"]}
 DETAIL_COLUMNS = {"images": "error"}
 DATA_DOCS_SITE = "sdl"
 

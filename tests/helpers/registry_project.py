@@ -97,9 +97,11 @@ def open_project(factory: pytest.TempPathFactory, params: dict[str, Any]) -> Ite
         )
 
 
-def variant_model(project: Project, name: str, seed: int, scale: float = 1.0) -> Path:
-    """A copy of the trained model with its embedding layer re-drawn (a different, usually
-    worse model), logged as its own MLflow run."""
+def variant_model(project: Project, name: str) -> Path:
+    """A copy of the trained model with its embedding layer negated, logged as its own MLflow
+    run. Every row of A flips sign, so a tag's score max_m(-a_m.t) = -min_m(a_m.t): the tags the
+    trained model ranks first come near last, a model worse by construction (a re-drawn random
+    layer can land within noise of a weakly trained tiny model on a few dozen images)."""
     import torch
 
     from sdl.models import load_model, save_model
@@ -108,10 +110,9 @@ def variant_model(project: Project, name: str, seed: int, scale: float = 1.0) ->
     if folder.exists():
         return folder
     model = load_model(project.model_dir)
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        weight = model.embedding.weight
-        weight.copy_(torch.randn(weight.shape, generator=generator) * weight.std() * scale)
+        for parameter in model.embedding.parameters():
+            parameter.neg_()
     save_model(model, folder)
     shutil.copy(project.model_dir / "tags.json", folder / "tags.json")
     lineage = {k: str(v) for k, v in json.loads((folder / "tags.json").read_text()).items() if k not in ("seen", "unseen")}

@@ -25,7 +25,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any
 def logged(project: Project) -> dict[str, str]:
     """Model URIs of the trained model and of a weaker variant, each logged once (registering
     a logged model again is cheap: each registration makes a new version)."""
-    weak = variant_model(project, "weak", seed=1)
+    weak = variant_model(project, "weak")
     uris = {}
     for key, folder in (("trained", project.model_dir), ("weak", weak)):
         uris[key] = model_logging.log_pyfunc(

@@ -85,7 +85,8 @@ def test_the_logged_requirements_cover_what_the_model_imports(project: Project, 
         "import json, sys, mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri({tracking.tracking_uri()!r})\n"
         f"m = mlflow.pyfunc.load_model({uri!r})\n"
-        f"m.predict(pd.DataFrame({{'image': [{str(project.paths[0])!r}]}}), params={{'top_k': 2, 'tags': ['lion', 'dog']}})\n"
+        f"m.predict(pd.DataFrame({{'image': [open({str(project.paths[0])!r}, 'rb').read()]}}),"
+        " params={'top_k': 2, 'tags': ['lion', 'dog']})\n"
         "files = [getattr(m, '__file__', None) for n, m in sys.modules.items() if n.split('.')[0] == 'sdl']\n"
         "print(json.dumps({'files': [f for f in files if f], 'loaded': sorted({n.split('.')[0] for n in sys.modules})}))\n"
     )

@@ -76,7 +76,7 @@ def test_sdl_tag_and_the_pyfunc_serve_the_epsilon_version(competed, tmp_path: Pa
         "import mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri('sqlite:///{root}/mlflow/mlflow.db')\n"
         f"m = mlflow.pyfunc.load_model('models:/{NAME}/2')\n"
-        f"out = m.predict(pd.DataFrame({{'image': [{image!r}]}}), params={{'top_k': 3}})\n"
+        f"out = m.predict(pd.DataFrame({{'image': [open({image!r}, 'rb').read()]}}), params={{'top_k': 3}})\n"
         "print(list(out.loc[0, 'tags']))\n"
     )
     env = pipeline_env(root)

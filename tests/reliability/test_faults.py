@@ -180,6 +180,7 @@ ATOMIC_BY_HAND = {
     ("sdl/data/fetch/archives.py", "_extract_tar"): "symlinks of checked archive entries (files go through atomic_write_stream)",
     ("sdl/data/fetch/locations.py", "link_or_copy"): "a hard link to a temporary name, then os.replace",
     ("sdl/data/kinds/coco.py", "_annotation_files"): "Sources.extract: the safe extractor, files through atomic_write_stream",
+    ("sdl/data/kinds/coco.py", "_gather"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/data/kinds/nus_wide.py", "_resolver"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/data/kinds/nus_wide.py", "_url_file"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/text/sources.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",

@@ -33,7 +33,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_params: dict[str, Any
 def run(module: Any, **paths: str) -> int:
     argv = ["--dataset", "embedded", "--params", "params.yaml"]
     for name, value in paths.items():
-        argv += [f"--{name}", value]
+        argv += [f"--{name.replace('_', '-')}", value]
     return module.main(argv)
 
 
@@ -245,7 +245,9 @@ def test_train_converts_a_released_checkpoint_and_evaluate_scores_it(workdir: Pa
         assert run(
             evaluate, manifest=f"{D}/manifest.parquet", split=f"{D}/split", vocabulary=f"{D}/vocabulary.parquet",
             model="models/released", references=str(REPO_ROOT / "references/published.yaml"),
-            metrics="metrics/embedded/released_eval.json", plots="metrics/embedded/released_plots",
+            metrics="metrics/embedded/released_eval.json", summary="metrics/embedded/released_summary.json",
+            comparison="metrics/embedded/released_comparison.md", per_tag="metrics/embedded/released_per_tag_ap.csv",
+            curves="metrics/embedded/released_pr_at_k.csv", plots="metrics/embedded/released_plots",
         ) == 0
         assert 0.0 <= json.loads(Path("metrics/embedded/released_eval.json").read_text())["zsl"]["map"] <= 100.0
         params["train"]["embedded"].update({"num_rows": 3})
