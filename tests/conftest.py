@@ -16,7 +16,6 @@ import yaml
 from tests.helpers.replicas import ReplicaHTTPServer
 from tests.helpers.repo import REPO_ROOT, shrink_embedded
 
-
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
