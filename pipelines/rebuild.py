@@ -57,7 +57,7 @@ from pipelines.artifacts import publish_stage  # noqa: E402
 from pipelines.lock import pipeline_lock  # noqa: E402
 from pipelines.vocabulary_events import announce_vocabulary, vocabulary_state  # noqa: E402
 from sdl.config import ParamsError, check_params, load_params  # noqa: E402
-from sdl.data.kinds import check_options  # noqa: E402
+from sdl.data.kinds import check_download_options  # noqa: E402
 from sdl.safety.errors import UserError, run_command  # noqa: E402
 
 # Stages that talk to the outside world (downloads) or to a server (the MLflow registry):
@@ -122,8 +122,7 @@ def check_project_params(root: Path, dataset: str | None = None) -> None:
     """Check params.yaml (every dataset, the kinds' options too, and that ``dataset`` is one
     of its datasets) before any stage runs."""
     sections = check_params(load_params(root / "params.yaml"))
-    for section in sections:
-        check_options(section.download.kind, section.download.options, f"download.{section.name}")
+    check_download_options(sections)
     names = [s.name for s in sections]
     if dataset is not None and dataset not in names:
         raise ParamsError(f"--dataset {dataset}: not one of the datasets in params.yaml {names}; add it to `datasets`")

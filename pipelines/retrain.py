@@ -106,11 +106,6 @@ def retrain(dataset: str = "embedded", force: bool = False, root: str | None = N
         return {**verdict, "retrained": retrained, "outcome": summary, "stages": outcome, "registered": registered}
 
 
-def schedule_of(dataset: str) -> str:
-    """The cron schedule of ``retrain.<dataset>`` in params.yaml."""
-    return dataset_params(load_params(PROJECT_ROOT / "params.yaml"), dataset).retrain.schedule
-
-
 def deployment_options(dataset: str) -> dict[str, Any]:
     """What `serve` and `deploy` give the deployment: the cron schedule in its time zone
     (params.yaml), the vocabulary-change trigger, the dataset parameter."""

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sdl.config import DatasetParams, check_params, dataset_params, load_params
-from sdl.data.kinds import check_options
+from sdl.data.kinds import check_download_options
 
 
 def parse_args(doc: str | None, paths: Sequence[str], argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,7 +45,6 @@ def load_dataset(params_path: str, dataset: str) -> DatasetParams:
     checked = {p.name: p for p in check_params(params)}
     if dataset not in checked:
         checked[dataset] = dataset_params(params, dataset)
-    for name, section in checked.items():
-        check_options(section.download.kind, section.download.options, f"download.{name}")
+    check_download_options(checked.values())
     return checked[dataset]
 

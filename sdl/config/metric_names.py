@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 SETTINGS = ("zsl", "gzsl")
-MEASURES = ("map", "precision", "recall", "f1")
 _MEASURE = re.compile(r"^(map|(precision|recall|f1)@([1-9][0-9]*))$")
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sdl.config.metric_names import SETTINGS
 from sdl.safety.atomic import write_parquet
 from sdl.safety.errors import InputError
 
@@ -35,7 +36,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 OPTIONAL_COLUMNS = {"negatives": pa.list_(pa.string()), "test_settings": pa.list_(pa.string())}
-TEST_SETTINGS = ("zsl", "gzsl")
+TEST_SETTINGS = SETTINGS  # a test set per evaluation setting
 
 
 def write_manifest(path: str | Path, frame: pd.DataFrame) -> None:

@@ -30,6 +30,7 @@ tests/data/test_tensor_randaugment.py and BENCHMARKS.md ("uint8 tensor path vs P
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -62,9 +63,11 @@ def _functional() -> Any:
     return functional
 
 
+@functools.lru_cache(maxsize=64)
 def magnitude_table(height: int, width: int) -> dict[str, tuple[float, bool]]:
     """Each operation's magnitude at bin ``MAGNITUDE`` and whether it is signed: torchvision's
-    ``RandAugment._augmentation_space`` (the same float32 tensors, read the same way)."""
+    ``RandAugment._augmentation_space`` (the same float32 tensors, read the same way). Cached
+    per image size (one training run has one): callers only read it."""
     space = {
         "Identity": (torch.tensor(0.0), False),
         "ShearX": (torch.linspace(0.0, 0.3, NUM_BINS), True),

@@ -31,7 +31,7 @@ import pandas as pd
 
 from sdl.config.params import ValidateParams
 from sdl.data.images import ImageDecodeError, load_rgb
-from sdl.data.manifest import resolve_paths
+from sdl.data.manifest import has_negatives, resolve_paths
 from sdl.safety.atomic import atomic_dir, atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def build_frames(
         tag_key=[tag_key(t) for t in tags["tag"]],
     )
     frames = {"manifest": images, "labels": labels, "vocabulary": vocabulary}
-    if "negatives" in manifest.columns:  # verified negatives (Open Images): optional
+    if has_negatives(manifest):  # verified negatives (Open Images): optional
         frames["negatives"] = _negatives_frame(manifest)
     existing = [(i, p) for i, p, ok in zip(manifest["image_id"], paths, images["file_exists"], strict=True) if ok]
     if bounds.decode_sample and len(existing) > bounds.decode_sample:
@@ -118,9 +118,10 @@ def build_frames(
 def _negatives_frame(manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per verified negative: the image, the tag, and whether the image also lists the
     tag as positive (a contradiction)."""
-    rows = [{"image_id": i, "tag": t, "also_positive": t in set(positive)}
-            for i, positive, negatives in zip(manifest["image_id"], manifest["tags"], manifest["negatives"], strict=True)
-            for t in negatives]
+    rows = []
+    for i, positive, negatives in zip(manifest["image_id"], manifest["tags"], manifest["negatives"], strict=True):
+        positive = set(positive)
+        rows += [{"image_id": i, "tag": t, "also_positive": t in positive} for t in negatives]
     return pd.DataFrame(rows, columns=["image_id", "tag", "also_positive"])
 
 

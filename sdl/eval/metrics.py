@@ -61,6 +61,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from sdl.config.metric_names import SETTINGS
 from sdl.eval.ranking import (
     ap_tags,
     ap_tags_verified,
@@ -74,7 +75,6 @@ from sdl.eval.ranking import (
 
 Protocol = Literal["sdl", "all", "open_images"]
 PROTOCOLS: tuple[str, ...] = ("sdl", "all", "open_images")
-SETTINGS = ("zsl", "gzsl")
 
 __all__ = [
     "PROTOCOLS",
@@ -84,6 +84,7 @@ __all__ = [
     "evaluate",
     "mean_average_precision",
     "precision_recall_f1_at_k",
+    "precision_recall_f1_at_ks",
 ]
 
 
@@ -286,13 +287,22 @@ def precision_recall_f1_at_k(
     (official ``calc_F1``). Ties at the cut keep tag order. Raises ValueError unless
     1 <= k <= C. "open_images" scores as "sdl" (only a 1 is a hit).
     """
+    return precision_recall_f1_at_ks(scores, targets, [k], protocol)[int(k)]
+
+
+def precision_recall_f1_at_ks(
+    scores: Any, targets: Any, ks: Iterable[int], protocol: Protocol = "sdl"
+) -> dict[int, tuple[float, float, float]]:
+    """:func:`precision_recall_f1_at_k` for several K at once: the images are filtered and
+    ranked once (one partition at the largest K), not once per K."""
     _check_protocol(protocol)
     s, t = _check_inputs(scores, targets)
-    k = _check_k(k, s.shape[1])
+    ks = sorted({_check_k(k, s.shape[1]) for k in ks})
     cols = np.arange(s.shape[1])
     rows = _kept_rows(t, cols, protocol)
-    hits, n_pos = hits_at_k(s, t, rows, cols, [k])
-    return _prf(hits[k], n_pos, n_rows(rows, s.shape[0]), k)
+    hits, n_pos = hits_at_k(s, t, rows, cols, ks)
+    n_images = n_rows(rows, s.shape[0])
+    return {k: _prf(hits[k], n_pos, n_images, k) for k in ks}
 
 
 def chance_map(targets: Any, protocol: Protocol = "sdl", *, drop_unverified_tags: bool | None = None) -> float:

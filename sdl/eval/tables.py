@@ -16,7 +16,7 @@ from sdl.data.split import TagSplit
 from sdl.eval.metrics import (
     average_precision_per_tag,
     evaluate,
-    precision_recall_f1_at_k,
+    precision_recall_f1_at_ks,
 )
 
 ImageSets = Mapping[str, np.ndarray] | None
@@ -66,9 +66,8 @@ def evaluation_tables(
     for setting, (s, t, names) in _settings(scores, targets, tags, image_sets).items():
         ap = average_precision_per_tag(s, t, protocol=protocol)  # type: ignore[arg-type]
         per_tag += [{"setting": setting, "tag": n, "unseen": n in unseen, "ap": float(a)} for n, a in zip(names, ap, strict=True)]
-        for k in range(1, min(max_k, len(names)) + 1):
-            p, r, f1 = precision_recall_f1_at_k(s, t, k, protocol=protocol)  # type: ignore[arg-type]
-            curve.append({"setting": setting, "k": k, "precision": p, "recall": r, "f1": f1})
+        at_ks = precision_recall_f1_at_ks(s, t, range(1, min(max_k, len(names)) + 1), protocol=protocol)  # type: ignore[arg-type]
+        curve += [{"setting": setting, "k": k, "precision": p, "recall": r, "f1": f1} for k, (p, r, f1) in at_ks.items()]
     return pd.DataFrame(per_tag), pd.DataFrame(curve)
 
 
@@ -90,10 +89,11 @@ def with_extra_tags(
     for setting, cols in columns.items():
         result[setting] = {}
         rows = setting_rows(image_sets, setting, len(scores))
-        for k in ks:
-            if k > len(cols):
-                continue
-            p, r, f1 = precision_recall_f1_at_k(scores[rows][:, cols], padded[rows][:, cols], k, protocol=protocol)  # type: ignore[arg-type]
+        fitting = [k for k in ks if k <= len(cols)]
+        if not fitting:
+            continue
+        at_ks = precision_recall_f1_at_ks(scores[rows][:, cols], padded[rows][:, cols], fitting, protocol=protocol)  # type: ignore[arg-type]
+        for k, (p, r, f1) in at_ks.items():
             result[setting].update({f"precision@{k}": p, f"recall@{k}": r, f"f1@{k}": f1})
     return result
 

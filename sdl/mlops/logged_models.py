@@ -51,10 +51,6 @@ class TrackedModel:
     model_id: str
     imported: bool = False
 
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.model_id}"
-
 
 @dataclass(frozen=True)
 class LoggedVocabulary:
@@ -93,11 +89,6 @@ def model_digest(model_dir: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:32]
-
-
-def model_id_of(uri: str) -> str:
-    """``models:/m-abc`` -> ``m-abc``."""
-    return uri.removeprefix("models:/")
 
 
 def log_network(

@@ -22,8 +22,8 @@ import pandas as pd
 from sdl.config.params import DatasetParams
 from sdl.mlops import logged_models, run_context, tracking
 from sdl.models import save_model
-from sdl.models.released import file_sha256, load_released_checkpoint
-from sdl.safety.atomic import atomic_dir, atomic_write_text, file_md5, write_json
+from sdl.models.released import load_released_checkpoint
+from sdl.safety.atomic import atomic_dir, atomic_write_text, file_digest, file_md5, write_json
 from sdl.text.vocabulary import vocabulary_hash
 from sdl.training import distributed
 from sdl.training.inputs import TrainingInputs, read_training_inputs
@@ -119,7 +119,7 @@ def convert_released(
     if converted.config.num_rows != config.num_rows:
         raise ValueError(f"train.{dataset}.num_rows is {config.num_rows} but {path} has M = "
                          f"{converted.config.num_rows}: set num_rows to match the checkpoint")
-    digest = file_sha256(path)
+    digest = file_digest(path, "sha256")
     lineage = {**training_lineage(dataset, params, inputs, manifest_path, split_dir),
                "train_images": "0", "released_checkpoint": path.name, "released_sha256": digest}
     run_params = {"train": dataclasses.asdict(config), "embed": dataclasses.asdict(params.embed),

@@ -11,7 +11,6 @@ either (safetensors + JSON, the family recorded in ``model.json``).
 Importing this package registers every family; a new family is a new file plus its import.
 """
 
-from sdl.models import epsilon_model, sdl_model  # noqa: F401  (registration)
 from sdl.models.epsilon_model import EpsilonConfig, EpsilonModel, create_epsilon_model
 from sdl.models.registry import (
     FAMILIES,

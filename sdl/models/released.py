@@ -30,7 +30,6 @@ validation with torchvision's bilinear ``Resize``; this project resizes bilinear
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -104,12 +103,3 @@ def load_released_checkpoint(
     log.info("released checkpoint %s: %s, M = %d, d = %d, head bias %s", Path(path).name, backbone, num_rows,
              wordvec_dim, "bias" in head)
     return model.eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    """The checkpoint's identity, recorded with the converted model."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

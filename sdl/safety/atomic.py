@@ -119,10 +119,12 @@ def write_parquet(path: str | os.PathLike[str], table: pa.Table) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def file_md5(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """MD5 of a file's bytes: the hash DVC records for a file output."""
-    digest = hashlib.md5()
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """The hex digest of a file's bytes under a hashlib ``algorithm`` ("md5", "sha256", ...)."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """MD5 of a file's bytes: the hash DVC records for a file output."""
+    return file_digest(path, "md5")

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from sdl.safety.atomic import atomic_write_stream
 from sdl.text.source_base import (
     WordVectorSource,
     _BuiltinSource,
@@ -342,11 +343,8 @@ def download_vectors(url: str, path: Path, progress: bool = False) -> Path:
     path = Path(path)
     if url.endswith(".gz") and path.suffix != ".gz":
         compressed = fetch_url(url, path.with_name(path.name + ".gz"))
-        partial = path.with_name(f".{path.name}.partial")
-        with gzip.open(compressed, "rb") as source, open(partial, "wb") as target:
-            for chunk in iter(lambda: source.read(1 << 22), b""):
-                target.write(chunk)
-        os.replace(partial, path)
+        with gzip.open(compressed, "rb") as source:
+            atomic_write_stream(source, path, 1 << 22)
         compressed.unlink()
         return path
     return fetch_url(url, path)

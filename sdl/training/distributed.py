@@ -260,8 +260,14 @@ def relaunch(module: str, argv: Sequence[str], launch: Launch | int) -> int:
             signal.signal(signum, handler)
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def has_batchnorm(model: nn.Module, trainable_only: bool = False) -> bool:
+    """Whether the model has a BatchNorm layer (with ``trainable_only``: one that trains; a frozen
+    backbone's BatchNorm stays in eval mode)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and (not trainable_only or any(p.requires_grad for p in m.parameters()))
+        for m in model.modules()
+    )
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:

@@ -73,14 +73,6 @@ def loss_kwargs(config: TrainConfig, data: TrainData, device: torch.device) -> d
     return kwargs
 
 
-def trains_batchnorm(model: nn.Module) -> bool:
-    """Whether any BatchNorm layer trains (a frozen backbone's BatchNorm stays in eval mode)."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
-        for m in model.modules()
-    )
-
-
 def new_model(config: TrainConfig, wordvec_dim: int) -> nn.Module:
     """The model ``config`` describes, of family ``config.model``."""
     return create_model(
@@ -92,7 +84,7 @@ def new_model(config: TrainConfig, wordvec_dim: int) -> nn.Module:
 
 def place_model(model: nn.Module, config: TrainConfig, device: torch.device, context: distributed.DistContext) -> nn.Module:
     """The model on ``device``, BatchNorm synchronised across GPUs when it trains, channels_last."""
-    if context.enabled and trains_batchnorm(model):
+    if context.enabled and distributed.has_batchnorm(model, trainable_only=True):
         if device.type == "cuda":
             # statistics of the global batch: N ranks train the function one process would
             model = distributed.convert_sync_batchnorm(model)

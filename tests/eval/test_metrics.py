@@ -15,7 +15,9 @@ from sdl.eval.metrics import (
     evaluate,
     mean_average_precision,
     precision_recall_f1_at_k,
+    precision_recall_f1_at_ks,
 )
+from tests.helpers.scoring import ref_open_images_ap
 
 PROTOCOLS = ("sdl", "all")
 
@@ -166,6 +168,18 @@ def test_prf_matches_loop(protocol: str, k: int) -> None:
     scores, targets = random_case(200, 25, rate=0.15, empty_images=30, seed=2)
     got = precision_recall_f1_at_k(scores, targets, k, protocol)
     assert got == pytest.approx(ref_prf(scores, targets, k, protocol))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_prf_at_several_k_matches_the_loop_at_each(protocol: str) -> None:
+    scores, targets = random_case(200, 25, rate=0.15, empty_images=30, seed=4)
+    scores[:, 5] = scores[:, 6]  # ties at the cut too
+    got = precision_recall_f1_at_ks(scores, targets, [10, 1, 3, 25, 3], protocol)
+    assert list(got) == [1, 3, 10, 25]
+    for k, prf in got.items():
+        assert prf == pytest.approx(ref_prf(scores, targets, k, protocol))
+    with pytest.raises(ValueError, match="out of range"):
+        precision_recall_f1_at_ks(scores, targets, [1, 26], protocol)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -347,24 +361,6 @@ def test_accepts_torch_tensors() -> None:
 
 # --------------------------------------------------------------------------- Open Images protocol
 # Targets 1 (verified positive), -1 (verified negative), 0 (not verified): LESA / BiAM.
-
-
-def ref_open_images_ap(
-    scores: np.ndarray, targets: np.ndarray, drop_unverified: bool
-) -> tuple[list[float], np.ndarray]:
-    """Independent: keep the images with a positive; per tag, sklearn's AP on the rows verified
-    for that tag only (0 without a positive); tags without a verified row left out if asked."""
-    keep = (targets == 1).any(axis=1)
-    s, t = scores[keep], targets[keep]
-    aps, scored = [], []
-    for c in range(s.shape[1]):
-        verified = t[:, c] != 0
-        if drop_unverified and not verified.any():
-            continue
-        y = t[verified, c] == 1
-        aps.append(100 * average_precision_score(y, s[verified, c]) if y.any() else 0.0)
-        scored.append(c)
-    return aps, np.array(scored)
 
 
 def open_images_case(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import average_precision_score
 
 from sdl.config.params import EvaluateParams
 from sdl.data.dataset import TaggedImageDataset
@@ -23,21 +22,9 @@ from sdl.eval.test_set import read_test_set
 from sdl.models import create_model, load_model, save_model
 from sdl.safety.atomic import write_parquet
 from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
+from tests.helpers.scoring import ref_open_images_map
 
 TAGS = TagSplit(seen=SEEN, unseen=UNSEEN)
-
-
-def _masked_map(scores: np.ndarray, targets: np.ndarray, drop_unverified: bool) -> float:
-    keep = (targets == 1).any(axis=1)
-    s, t = scores[keep], targets[keep]
-    aps = []
-    for c in range(t.shape[1]):
-        verified = t[:, c] != 0
-        if drop_unverified and not verified.any():
-            continue
-        y = t[verified, c] == 1
-        aps.append(100 * average_precision_score(y, s[verified, c]) if y.any() else 0.0)
-    return float(np.mean(aps))
 
 
 @pytest.fixture
@@ -85,8 +72,8 @@ def test_open_images_protocol_and_image_sets_end_to_end(split_dir: tuple[Path, P
     zsl_rows = test.image_sets["zsl"]
     unseen = slice(len(SEEN), None)
     assert results["zsl"]["map"] == pytest.approx(
-        _masked_map(scores[zsl_rows][:, unseen], test.targets[zsl_rows][:, unseen], drop_unverified=False), abs=1e-4)
-    assert results["gzsl"]["map"] == pytest.approx(_masked_map(scores, test.targets, drop_unverified=True), abs=1e-4)
+        ref_open_images_map(scores[zsl_rows][:, unseen], test.targets[zsl_rows][:, unseen], drop_unverified=False), abs=1e-4)
+    assert results["gzsl"]["map"] == pytest.approx(ref_open_images_map(scores, test.targets, drop_unverified=True), abs=1e-4)
     zsl_kept = (test.targets[zsl_rows][:, unseen] == 1).any(axis=1).sum()
     assert results["images"] == {"zsl": int(zsl_kept), "gzsl": 35}
     assert results["protocol"] == "open_images" and results["tags"] == {"seen": 4, "unseen": 2}

@@ -183,7 +183,6 @@ ATOMIC_BY_HAND = {
     ("sdl/data/kinds/coco.py", "_gather"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/data/kinds/nus_wide.py", "_resolver"): "Sources.extract: the safe extractor, files through atomic_write_stream",
     ("sdl/data/kinds/nus_wide.py", "_url_file"): "Sources.extract: the safe extractor, files through atomic_write_stream",
-    ("sdl/text/sources.py", "download_vectors"): "decompresses into a .partial sibling, then os.replace",
     ("sdl/training/token_cache.py", "cached_tokens"): "tokens into <split>.npy.partial, os.replace once complete",
     ("sdl/training/token_cache.py", "_build"): "fills the .partial memmap; cached_tokens renames it when complete",
     ("sdl/mlops/training_run.py", "train_tracked"): "copies the best model into an sdl.safety.atomic.atomic_dir staging folder",

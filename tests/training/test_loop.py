@@ -35,6 +35,7 @@ from sdl.training.loop import (
     train,
 )
 from tests.helpers.images import SEEN, UNSEEN, make_tagged_images
+from tests.helpers.scoring import ref_open_images_map
 
 WORDVEC_DIM = 16
 BACKBONE = "test_efficientnet"
@@ -351,20 +352,6 @@ def _signed(data: TrainData) -> TrainData:
     return dataclasses.replace(data, val_targets=signed, val_protocol="open_images")
 
 
-def _masked_gzsl_map(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Open Images protocol, written out: images with a positive; per tag, AP over its verified
-    images (0 without a positive); tags without a verified image left out."""
-    keep = (targets == 1).any(axis=1)
-    s, t = scores[keep], targets[keep]
-    aps = []
-    for c in range(t.shape[1]):
-        verified = t[:, c] != 0
-        if verified.any():
-            y = t[verified, c] == 1
-            aps.append(100 * average_precision_score(y, s[verified, c]) if y.any() else 0.0)
-    return float(np.mean(aps))
-
-
 def test_the_best_epoch_is_chosen_under_the_evaluation_protocol(data, tmp_path):
     signed = _signed(data)
     config = _config(epochs=2, best_metric="gzsl.map", checkpoint_every_steps=0)
@@ -375,9 +362,10 @@ def test_the_best_epoch_is_chosen_under_the_evaluation_protocol(data, tmp_path):
     final.load_state_dict(_final_state(tmp_path)["model"])
     dataset = TaggedImageDataset(signed.val_paths, None, 32, final.config.mean, final.config.std)
     scores = compute_scores(final, dataset, signed.all_vectors, batch_size=16, device="cpu")
-    expected = _masked_gzsl_map(scores, signed.val_targets)
+    expected = ref_open_images_map(scores, signed.val_targets, drop_unverified=True)
     assert values[-1] == pytest.approx(expected, abs=1e-3)  # the last epoch's validation, independently
-    ranked_all = _masked_gzsl_map(scores, np.where(signed.val_targets == 1, 1, -1))  # "sdl": every image ranked
+    # "sdl": every image ranked for every tag
+    ranked_all = ref_open_images_map(scores, np.where(signed.val_targets == 1, 1, -1), drop_unverified=True)
     assert expected != pytest.approx(ranked_all, abs=1e-3)
 
 

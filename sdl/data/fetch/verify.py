@@ -3,23 +3,15 @@ renamed over its destination."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from sdl.data.fetch.errors import FetchError, Validator
+from sdl.safety.atomic import file_digest
 
 
 def _partial_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial")
-
-
-def _hash_file(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _mismatch(path: Path, expected_size: int | None, sha256: str | None, md5: str | None) -> str | None:
@@ -29,7 +21,7 @@ def _mismatch(path: Path, expected_size: int | None, sha256: str | None, md5: st
         return f"size {size} != expected {expected_size}"
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
         if expected is not None:
-            actual = _hash_file(path, algorithm)
+            actual = file_digest(path, algorithm)
             if actual.lower() != expected.lower():
                 return f"{algorithm} {actual} != expected {expected}"
     return None

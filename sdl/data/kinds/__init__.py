@@ -5,6 +5,6 @@ Importing this package registers every kind; a new kind is a new file here plus 
 """
 
 from sdl.data.kinds import coco, embedded, nus_wide, open_images  # noqa: F401  (registration)
-from sdl.data.kinds.registry import KINDS, Acquired, check_options, get_kind
+from sdl.data.kinds.registry import KINDS, Acquired, check_download_options, check_options, get_kind
 
-__all__ = ["KINDS", "Acquired", "check_options", "get_kind"]
+__all__ = ["KINDS", "Acquired", "check_download_options", "check_options", "get_kind"]

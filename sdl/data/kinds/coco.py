@@ -45,6 +45,7 @@ import pandas as pd
 from sdl.data.fetch.errors import FetchError
 from sdl.data.fetch.locations import is_remote, join_location, local_path
 from sdl.data.images import load_rgb
+from sdl.data.manifest import TEST_SETTINGS
 from sdl.data.kinds.registry import (
     Acquired,
     KindOptions,
@@ -90,6 +91,7 @@ COCO_SEEN = (
     "mouse", "remote", "microwave", "oven", "toaster", "refrigerator", "book", "clock", "vase",
     "toothbrush",
 )
+_SEEN, _UNSEEN = frozenset(COCO_SEEN), frozenset(COCO_UNSEEN)
 COCO_UNUSED = tuple(c for c in COCO_CATEGORIES if c not in COCO_SEEN and c not in COCO_UNSEEN)
 SUBSETS = ("train2014", "val2014")
 REPORT_NAME = "coco_report.json"
@@ -116,7 +118,6 @@ class CocoOptions(KindOptions):
     train_list: str = "train_17_48.json"
     gzsl_list: str = "val_17_48.json"
     zsl_list: str | None = "val_unseen.json"  # null: ZSL is scored on the GZSL images
-
 
 def _annotation_files(options: CocoOptions, raw_dir: Path, sources: Sources) -> dict[str, Path]:
     """instances_train2014.json and instances_val2014.json as local files."""
@@ -159,7 +160,7 @@ def read_instances(path: Path) -> tuple[dict[int, dict[str, Any]], dict[int, set
 
 def keeps(names: set[str], subset: str, test_rule: str = "seen_and_unseen") -> bool:
     """Whether an image with category ``names`` belongs to the split of ``subset`` by the rule."""
-    has_seen, has_unseen = bool(names & set(COCO_SEEN)), bool(names & set(COCO_UNSEEN))
+    has_seen, has_unseen = bool(names & _SEEN), bool(names & _UNSEEN)
     if subset == "train2014":
         return has_seen and not has_unseen
     if test_rule == "seen_and_unseen":
@@ -171,7 +172,7 @@ def keeps(names: set[str], subset: str, test_rule: str = "seen_and_unseen") -> b
 
 def split_images(labels: dict[int, set[str]], subset: str, test_rule: str = "seen_and_unseen") -> dict[int, list[str]]:
     """Image id -> sorted seen/unseen tags of the images that belong to the split of ``subset``."""
-    vocabulary = set(COCO_SEEN) | set(COCO_UNSEEN)
+    vocabulary = _SEEN | _UNSEEN
     return {i: sorted(names & vocabulary) for i, names in labels.items() if keeps(names, subset, test_rule)}
 
 
@@ -213,7 +214,7 @@ def _by_lists(
 ) -> tuple[list[Chosen], dict[str, Any]]:
     """The images of the released split lists (module doc); counts per list for the report."""
     assert options.split_lists is not None
-    vocabulary = set(COCO_SEEN) | set(COCO_UNSEEN)
+    vocabulary = _SEEN | _UNSEEN
     lists = {"train": options.train_list, "gzsl": options.gzsl_list, "zsl": options.zsl_list}
     tags: dict[int, set[str]] = {}
     roles: dict[int, set[str]] = {}
@@ -257,7 +258,7 @@ def acquire_coco(options: CocoOptions, raw_dir: Path, sources: Sources) -> Acqui
     subset_of: dict[int, str] = {}
     for subset in SUBSETS:
         subset_images, labels[subset], categories = read_instances(files[subset])
-        unknown = (set(COCO_SEEN) | set(COCO_UNSEEN)) - set(categories.values())
+        unknown = (_SEEN | _UNSEEN) - set(categories.values())
         if unknown:
             raise InputError(f"{files[subset]}: categories lack {sorted(unknown)}; not COCO 2014 instances")
         images.update(subset_images)
@@ -318,7 +319,7 @@ def acquire_coco(options: CocoOptions, raw_dir: Path, sources: Sources) -> Acqui
         "unused_classes_dropped": len(COCO_UNUSED),
     }
     if "test_settings" in manifest:
-        for setting in ("zsl", "gzsl"):
+        for setting in TEST_SETTINGS:
             report[f"test_{setting}"] = int(sum(setting in s for s in manifest.loc[test, "test_settings"]))
     write_json(raw_dir / REPORT_NAME, report)
     log.info("coco: %d images in the manifest (%d train, %d test; paper %d / %d), %d missing", report["images"],

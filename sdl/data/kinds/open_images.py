@@ -244,7 +244,7 @@ def acquire_open_images(options: OpenImagesOptions, raw_dir: Path, sources: Sour
     manifest = pd.DataFrame([r for r in rows if (raw_dir / r["path"]).is_file()],
                             columns=["image_id", "path", "tags", "negatives", "official_split", "subset"])
     manifest = manifest.drop(columns="subset")
-    tags = pd.DataFrame({"tag": [tag_of[m] for m in seen + unseen], "role": [role_of[m] for m in seen + unseen]})
+    tags = classes[["tag", "role"]]
     report: dict[str, Any] = {
         "images": len(manifest),
         "wanted": len(rows),

@@ -13,14 +13,17 @@ nothing about where the data came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from sdl.config.typed import ParamsError, from_mapping
+
+if TYPE_CHECKING:
+    from sdl.config.params import DatasetParams
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +142,12 @@ def check_options(kind: str, options: dict[str, Any], where: str) -> Any:
     """Check ``download.<dataset>`` before any work starts: ``kind`` is known and ``options``
     build that kind's dataclass (unknown keys, wrong types and impossible values are named)."""
     return from_mapping(get_kind(kind, f"{where}.kind").options, options, f"{where}.options")
+
+
+def check_download_options(sections: Iterable[DatasetParams]) -> None:
+    """:func:`check_options` for the ``download`` section of every dataset given."""
+    for section in sections:
+        check_options(section.download.kind, section.download.options, f"download.{section.name}")
 
 
 
