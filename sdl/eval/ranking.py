@@ -10,7 +10,7 @@ order (AP), tied tags their order (top K). The protocols (which images and tags 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -107,24 +107,36 @@ def ap_column(col: np.ndarray, sorted_col: np.ndarray, pos: np.ndarray) -> float
     return float(np.mean(np.arange(1, pos.size + 1) / rank))
 
 
+def _column_blocks(
+    scores: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(c0, block_cols, block)`` over the columns, ``block`` the (tags, images) transpose of the
+    kept rows' scores, as many columns at a time as fit ``BLOCK_ELEMENTS``; none without rows."""
+    n = n_rows(rows, scores.shape[0])
+    if n == 0:
+        return
+    step = max(1, BLOCK_ELEMENTS // n)
+    for c0 in range(0, cols.size, step):
+        cb = cols[c0 : c0 + step]
+        yield c0, cb, transposed(take(scores, rows, cb))
+
+
+def _grouped_by_tag(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The images of a (tags, images) mask's True entries grouped by tag, images ascending (the
+    stable tie order), and each tag's bounds in them (a 1-D nonzero is several times faster
+    than a 2-D one)."""
+    tag, img = np.divmod(np.flatnonzero(mask), mask.shape[1])
+    return img, np.searchsorted(tag, np.arange(mask.shape[0] + 1))
+
+
 def ap_tags(
     scores: np.ndarray, targets: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray
 ) -> np.ndarray:
     """Per-tag AP (fractions) over the kept rows, one column block at a time."""
-    n = n_rows(rows, scores.shape[0])
     ap = np.zeros(cols.size, dtype=np.float64)
-    if n == 0:
-        return ap
-    step = max(1, BLOCK_ELEMENTS // n)
-    for c0 in range(0, cols.size, step):
-        cb = cols[c0 : c0 + step]
-        block = transposed(take(scores, rows, cb))  # (tags, images): sort along rows
-        sorted_block = np.sort(block, axis=1)
-        # Flat indices of the transposed mask come grouped by tag, images ascending
-        # (and a 1-D nonzero is several times faster than a 2-D one).
-        flat = np.flatnonzero(transposed(take(targets, rows, cb) == 1))
-        tag, img = np.divmod(flat, n)
-        bounds = np.searchsorted(tag, np.arange(cb.size + 1))
+    for c0, cb, block in _column_blocks(scores, rows, cols):
+        sorted_block = np.sort(block, axis=1)  # sort along the images
+        img, bounds = _grouped_by_tag(transposed(take(targets, rows, cb) == 1))
         for j in range(cb.size):
             ap[c0 + j] = ap_column(block[j], sorted_block[j], img[bounds[j] : bounds[j + 1]])
     return ap
@@ -182,18 +194,10 @@ def ap_tags_verified(
     """Per-tag AP (fractions) over the kept rows, each tag ranked among the images *verified*
     for it only (target != 0: a verified positive 1 or a verified negative -1); 0 for a tag
     with no positive. The Open Images protocol (see ``sdl.eval.metrics``)."""
-    n = n_rows(rows, scores.shape[0])
     ap = np.zeros(cols.size, dtype=np.float64)
-    if n == 0:
-        return ap
-    step = max(1, BLOCK_ELEMENTS // n)
-    for c0 in range(0, cols.size, step):
-        cb = cols[c0 : c0 + step]
-        block = transposed(take(scores, rows, cb))  # (tags, images)
+    for c0, cb, block in _column_blocks(scores, rows, cols):
         labels = transposed(take(targets, rows, cb))
-        # verified (tag, image) pairs grouped by tag, images ascending (the stable tie order)
-        tag, img = np.divmod(np.flatnonzero(labels != 0), n)
-        bounds = np.searchsorted(tag, np.arange(cb.size + 1))
+        img, bounds = _grouped_by_tag(labels != 0)
         for j in range(cb.size):
             verified = img[bounds[j] : bounds[j + 1]]
             col = block[j, verified]

@@ -5,15 +5,11 @@ independently of the code under test."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
-import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +24,8 @@ from sdl.data.split import TagSplit, read_split
 from sdl.mlops import gate, registry, tracking
 from sdl.text.cache import read_cache
 from tests.helpers.replicas import free_port
-from tests.helpers.repo import REPO_ROOT, VENV_BIN
-from tests.helpers.stages import D, pin_store
+from tests.helpers.repo import REPO_ROOT
+from tests.helpers.stages import D, MlflowServer, kill_group, pin_store, run_stage
 
 _BUILT: dict[str, Path] = {}
 
@@ -52,17 +48,6 @@ class Project:
         return gate.GateData(**{**values, **overrides})
 
 
-def stage_commands(dataset: str = "embedded") -> dict[str, tuple[str, list[str]]]:
-    """Each stage's module and arguments, read from dvc.yaml (so these tests follow its interface)."""
-    spec = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-    commands = {}
-    for name, stage in spec["stages"].items():
-        words = shlex.split(stage["do"]["cmd"].replace("${item}", dataset))
-        start = words.index("-m")
-        commands[name] = (words[start + 1], words[start + 2 :])
-    return commands
-
-
 def build_project(factory: pytest.TempPathFactory, params: dict[str, Any]) -> Path:
     """The stages download .. evaluate on the tiny config, as dvc.yaml runs them (in process),
     once per session (shared by the test modules)."""
@@ -70,13 +55,8 @@ def build_project(factory: pytest.TempPathFactory, params: dict[str, Any]) -> Pa
         return _BUILT["root"]
     root = factory.mktemp("registry_project")
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    commands = stage_commands()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        pin_store(patch, root)
-        for name in ("download", "validate", "split", "embed", "train", "evaluate"):
-            module, argv = commands[name]
-            assert importlib.import_module(module).main([*argv, "--params", "params.yaml"]) == 0, name
+    for name in ("download", "validate", "split", "embed", "train", "evaluate"):
+        assert run_stage(name, root) == 0, name
     _BUILT["root"] = root
     return root
 
@@ -188,44 +168,18 @@ def lock_held_by_another_process(path: Path, holder: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def mlflow_server(folder: Path, port: int | None = None, timeout: float = 120.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``mlflow server`` on 127.0.0.1 with a sqlite store and proxied artifacts in ``folder``."""
-    import requests
-
-    port = port or free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
-        "--artifacts-destination", str(folder / "artifacts"), "-h", "127.0.0.1", "-p", str(port), "--workers", "1",
-    ]
-    log = open(folder / f"server-{port}.log", "ab")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    """``mlflow server`` on 127.0.0.1 with a sqlite store and proxied artifacts in ``folder``
+    (:class:`tests.helpers.stages.MlflowServer`): its URL and process, stopped on the way out."""
+    server = MlflowServer(folder, port or free_port())
+    url = server.start(timeout)
+    process = server.process
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(folder / f'server-{port}.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"mlflow server not up after {timeout} s")
-            time.sleep(0.3)
         yield url, process
     finally:
         stop_server(process)
-        log.close()
 
 
 def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (SIGKILL if it lingers), then reap it."""
     if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        kill_group(process, signal.SIGTERM, grace=20)

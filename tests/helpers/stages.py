@@ -127,15 +127,20 @@ def variant(params: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
 
 
 
-def kill_group(process: subprocess.Popen[Any], sig: int = 9) -> None:
+def kill_group(process: subprocess.Popen[Any], sig: int = 9, grace: float = 60.0) -> None:
     """Send ``sig`` (SIGKILL by default) to a process started with start_new_session=True and
-    to its children, then reap it."""
+    to its children, then reap it; a group still there after ``grace`` seconds gets SIGKILL."""
     import contextlib
     import signal
 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.Signals(sig))
-    process.wait(timeout=60)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
 
 
 def wait_for(condition: Any, timeout: float, process: subprocess.Popen[Any] | None = None, step: float = 0.02) -> None:

@@ -5,7 +5,7 @@ it refuses to run beside another pipeline run; its deployment runs through the P
 from __future__ import annotations
 
 import json
-import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +20,7 @@ import yaml
 from pipelines.lock import pipeline_lock
 from tests.helpers.replicas import free_port
 from tests.helpers.repo import copy_repository, pipeline_env, run_dvc
+from tests.helpers.stages import kill_group
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -273,12 +274,7 @@ def test_a_rebuild_publishes_artifacts_and_a_new_vocabulary_triggers_retraining(
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:
     if process is not None and process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        kill_group(process, signal.SIGTERM, grace=30)
 
 
 def wait_for(condition: Any, seconds: float, log: Path) -> None:
